@@ -1,0 +1,39 @@
+"""`tunectl`: run a search on this machine, or on Kubernetes.
+
+Commands are thin: typed options handed to a function that does the work.
+Subcommand groups are nouns in their own modules, attached here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from cluster import __version__
+
+app = typer.Typer(
+    name="tunectl",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Distributed KerasTuner search: one chief, N workers, one TensorBoard.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tunectl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = None,
+) -> None:
+    """Distributed KerasTuner search: one chief, N workers, one TensorBoard."""
+
+
+# --- command registration: one line per module (keep this block sorted) ---

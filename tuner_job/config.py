@@ -1,0 +1,165 @@
+"""The search config (`search.yaml`): one schema for local runs and the chart.
+
+Unknown keys and wrong types are errors that name the key. The same model
+validates `values.search` in the Helm chart (its JSON schema is generated from
+`SearchConfig.model_json_schema()`), so both places agree.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuner_job.errors import ConfigError
+
+__all__ = [
+    "SearchConfig",
+    "RangeOverride",
+    "ChoiceOverride",
+    "FixedOverride",
+    "TUNERS",
+    "load_config",
+    "parse_config",
+    "dump_config",
+]
+
+TUNERS = ("random", "hyperband", "bayesian", "grid")
+_RUN_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RangeOverride(_Strict):
+    """Narrow an `Int` or `Float` hyperparameter: `{min: 8, max: 12}` (step and sampling kept unless given)."""
+
+    min: float
+    max: float
+    step: float | None = None
+    sampling: Literal["linear", "log", "reverse_log"] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeOverride:
+        if self.min > self.max:
+            raise ValueError(f"min must be <= max, but got min={self.min} max={self.max}")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0, but got step={self.step}")
+        return self
+
+
+class ChoiceOverride(_Strict):
+    """Keep only some values of a `Choice` (or the listed values of an `Int`)."""
+
+    values: list[Union[int, float, str, bool]] = Field(min_length=1)
+
+
+class FixedOverride(_Strict):
+    """Fix a hyperparameter to one value."""
+
+    value: Union[int, float, str, bool]
+
+
+SpaceOverride = Union[RangeOverride, ChoiceOverride, FixedOverride]
+
+
+class SearchConfig(_Strict):
+    """One search. Every key is optional but `run`; defaults follow the article."""
+
+    run: str = Field("toonvision", description="Name of the run: its folder under runs/.")
+    data: str = Field("data/toonvision", description="Image folder <class>/*.png|jpg, relative to the shared volume.")
+    image_size: tuple[int, int] = Field((600, 200), description="Height, width the images are resized to.")
+    validation_split: float = Field(0.2, gt=0.0, lt=1.0)
+    hypermodel: str = Field("toonvision", description='Built-in name, "package.module:function" or "path/file.py:function".')
+    space: dict[str, SpaceOverride] = Field(default_factory=dict, description="Per-hyperparameter overrides that narrow the space.")
+    tuner: Literal["random", "hyperband", "bayesian", "grid"] = "random"
+    objective: str = "val_loss"
+    objective_direction: Literal["min", "max"] | None = Field(None, description="Needed only when it cannot be inferred from the name.")
+    max_trials: int = Field(100, ge=1)
+    executions_per_trial: int = Field(1, ge=1)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    seed: int = 42
+    early_stopping_patience: int | None = Field(None, ge=1)
+    hyperband_factor: int = Field(3, ge=2)
+    max_consecutive_failed_trials: int = Field(3, ge=1)
+    max_retries_per_trial: int = Field(0, ge=0)
+    lease_seconds: float = Field(120.0, gt=0, description="A trial whose worker is silent this long goes to another worker.")
+    chief_wait_seconds: float = Field(600.0, gt=0, description="How long a worker waits for an absent chief before it gives up.")
+    warm_start: str | None = Field(None, description="Name of an earlier run whose trials inside this space seed the oracle.")
+
+    @field_validator("run")
+    @classmethod
+    def _run_name(cls, value: str) -> str:
+        if not _RUN_NAME.match(value):
+            raise ValueError(f"must be lowercase letters, digits, '.', '_' or '-' (at most 63), but got {value!r}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 8:
+            raise ValueError(f"each side must be >= 8 pixels, but got {list(value)}")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if Path(value).is_absolute() or ".." in Path(value).parts:
+            raise ValueError(f"must be a path inside the shared volume, but got {value!r}")
+        return value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    # Union members show up in `loc` as "function-after[...]" or a model name.
+    parts = [str(p) for p in error["loc"] if "[" not in str(p) and not str(p).endswith("Override")]
+    where = ".".join(parts) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    if isinstance(given, (str, int, float, bool)) and error["type"] not in ("missing", "value_error"):
+        return f"{where}: {message} (got {given!r})"
+    return f"{where}: {message}"
+
+
+def parse_config(data: Any, source: str = "search.yaml") -> SearchConfig:
+    """Validate a mapping; raise `ConfigError` with one line naming the key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of keys, but got {type(data).__name__}")
+    try:
+        return SearchConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # A bad override matches none of the three override shapes; name the
+        # first reason, not all three.
+        raise ConfigError(f"{source}: {_describe(errors[0])}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """Read `search.yaml`, apply command-line overrides, and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if isinstance(data, dict) and overrides:
+        data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    return parse_config(data, str(path))
+
+
+def dump_config(config: SearchConfig) -> str:
+    """The config as YAML, with only what differs from the defaults plus `run`."""
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    data = {"run": config.run, **data}
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,56 @@
+"""One root exception for the package, and what each kind means for the search.
+
+Every error a user can cause (a bad config, a bad dataset, a bad hypermodel)
+is a `TunerJobError` whose message is one line that names the offending key,
+file or value. The entry point prints it and exits with its `exit_code`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TunerJobError",
+    "ConfigError",
+    "DataError",
+    "HypermodelError",
+    "SearchFailedError",
+    "ChiefUnreachableError",
+    "EXIT_OK",
+    "EXIT_SEARCH_FAILED",
+    "EXIT_BAD_INPUT",
+    "EXIT_CHIEF_UNREACHABLE",
+]
+
+EXIT_OK = 0
+EXIT_SEARCH_FAILED = 1  # the search ended without completing (failure limit)
+EXIT_BAD_INPUT = 2  # config, dataset or hypermodel is wrong: retrying will not help
+EXIT_CHIEF_UNREACHABLE = 3  # a worker gave up waiting for the chief
+
+
+class TunerJobError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(TunerJobError):
+    """The search config is invalid: unknown key, wrong type or bad value."""
+
+
+class DataError(TunerJobError):
+    """The dataset folder is missing, empty or holds an unreadable image."""
+
+
+class HypermodelError(TunerJobError):
+    """The hypermodel cannot be loaded or does not build a Keras model."""
+
+
+class SearchFailedError(TunerJobError):
+    """The search ended without completing; every process should stop."""
+
+    exit_code = EXIT_SEARCH_FAILED
+
+
+class ChiefUnreachableError(TunerJobError):
+    """A worker waited longer than `chief_wait_seconds` for the chief."""
+
+    exit_code = EXIT_CHIEF_UNREACHABLE

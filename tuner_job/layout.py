@@ -1,0 +1,120 @@
+"""Where everything lives on the shared volume (see DESIGN.md, "The shared volume").
+
+Pure Python, no TensorFlow: the launcher (`tunectl results`) reads runs with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunPaths", "atomic_write_text", "atomic_write_json", "read_json"]
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The folders and files of one run: `<shared>/runs/<run>/...`."""
+
+    shared_dir: Path
+    run: str
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.shared_dir / "runs"
+
+    @property
+    def root(self) -> Path:
+        return self.runs_dir / self.run
+
+    @property
+    def config(self) -> Path:
+        return self.root / "search.yaml"
+
+    @property
+    def tuner(self) -> Path:
+        """KerasTuner's project folder: oracle.json and trial_<id>/trial.json."""
+        return self.root / "tuner"
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.tuner / f"trial_{trial_id}"
+
+    def checkpoint(self, trial_id: str) -> Path:
+        """Weights of the trial's best epoch (Hyperband continues from them)."""
+        return self.trial_dir(trial_id) / "checkpoint.weights.h5"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def trial_logs(self, trial_id: str) -> Path:
+        return self.logs / f"trial_{trial_id}"
+
+    def backup(self, trial_id: str) -> Path:
+        return self.root / "backup" / f"trial_{trial_id}"
+
+    @property
+    def errors(self) -> Path:
+        return self.root / "errors"
+
+    def error_file(self, trial_id: str) -> Path:
+        return self.errors / f"trial_{trial_id}.txt"
+
+    @property
+    def attempts(self) -> Path:
+        """One JSON-lines file per worker: each trial start, epoch and end it saw."""
+        return self.root / "attempts"
+
+    def attempts_file(self, tuner_id: str) -> Path:
+        return self.attempts / f"{tuner_id}.jsonl"
+
+    @property
+    def status(self) -> Path:
+        """Written by the chief: state, trials done of max, best so far."""
+        return self.root / "status.json"
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def leaderboard_csv(self) -> Path:
+        return self.root / "leaderboard.csv"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that a reader never sees it half-written.
+
+    The text goes to a temp file in the same folder, is fsynced, then renamed
+    over the target; a kill at any moment leaves the old or the new file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False))
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed file, or None when it is missing or torn."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
