@@ -37,3 +37,4 @@ def main(
 
 
 # --- command registration: one line per module (keep this block sorted) ---
+from cluster.narrow import narrow_command as _narrow; app.command("narrow")(_narrow)  # noqa: E402,E702
