@@ -37,4 +37,5 @@ def main(
 
 
 # --- command registration: one line per module (keep this block sorted) ---
+from cluster.kube import register as _register_kube; _register_kube(app)  # noqa: E402,E702  (after cluster.data: push joins its group)
 from cluster.narrow import narrow_command as _narrow; app.command("narrow")(_narrow)  # noqa: E402,E702

@@ -1,0 +1,170 @@
+"""Pure views of a running search: rows for its Jobs and pods, and its progress.
+
+They take `kubernetes.client` models (or the chief's status.json) and return
+plain strings, so they are tested without an API server.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from tuner_job.layout import RunPaths, read_json
+
+__all__ = [
+    "COMPONENT_LABEL",
+    "INDEX_LABEL",
+    "format_best",
+    "job_rows",
+    "newest_pod",
+    "pod_rows",
+    "progress_rows",
+    "status_tables",
+]
+
+COMPONENT_LABEL = "app.kubernetes.io/component"
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _labels(obj: Any) -> dict[str, str]:
+    return dict((obj.metadata and obj.metadata.labels) or {})
+
+
+def _job_state(job: Any) -> str:
+    for condition in (job.status and job.status.conditions) or []:
+        if condition.status == "True" and condition.type in ("Complete", "Failed", "Suspended"):
+            return condition.type
+    return "Running" if job.status and job.status.active else "Pending"
+
+
+def job_rows(jobs: list[Any]) -> list[tuple[str, ...]]:
+    """(name, component, state, succeeded/completions, active, failed) per Job."""
+    rows = []
+    for job in sorted(jobs, key=lambda j: j.metadata.name):
+        status = job.status
+        completions = job.spec.completions if job.spec and job.spec.completions is not None else 1
+        rows.append(
+            (
+                job.metadata.name,
+                _labels(job).get(COMPONENT_LABEL, "?"),
+                _job_state(job),
+                f"{(status and status.succeeded) or 0}/{completions}",
+                str((status and status.active) or 0),
+                str((status and status.failed) or 0),
+            )
+        )
+    return rows
+
+
+def _pod_state(pod: Any) -> str:
+    """The phase, or the reason a container is stuck (CrashLoopBackOff, ImagePullBackOff...)."""
+    status = pod.status
+    if pod.metadata.deletion_timestamp is not None:
+        return "Terminating"
+    for container in (status and status.container_statuses) or []:
+        waiting = container.state and container.state.waiting
+        if waiting is not None and waiting.reason:
+            return waiting.reason
+        terminated = container.state and container.state.terminated
+        if terminated is not None and terminated.reason and status.phase != "Succeeded":
+            return terminated.reason
+    return (status and status.phase) or "Unknown"
+
+
+def pod_rows(pods: list[Any]) -> list[tuple[str, ...]]:
+    """(name, component, worker index, state, ready, restarts, node) per pod, chief first."""
+    order = {"chief": 0, "worker": 1, "tensorboard": 2}
+
+    def key(pod: Any) -> tuple[int, int, str]:
+        labels = _labels(pod)
+        index = labels.get(INDEX_LABEL, "")
+        return (order.get(labels.get(COMPONENT_LABEL, ""), 3), int(index) if index.isdigit() else -1, pod.metadata.name)
+
+    rows = []
+    for pod in sorted(pods, key=key):
+        labels = _labels(pod)
+        containers = (pod.status and pod.status.container_statuses) or []
+        ready = sum(1 for c in containers if c.ready)
+        total = len(containers) or len((pod.spec and pod.spec.containers) or [])
+        rows.append(
+            (
+                pod.metadata.name,
+                labels.get(COMPONENT_LABEL, "?"),
+                labels.get(INDEX_LABEL, "-") if labels.get(COMPONENT_LABEL) == "worker" else "-",
+                _pod_state(pod),
+                f"{ready}/{total}",
+                str(sum(c.restart_count or 0 for c in containers)),
+                (pod.spec and pod.spec.node_name) or "-",
+            )
+        )
+    return rows
+
+
+def newest_pod(pods: list[Any]) -> Any | None:
+    """The pod to read logs from: a Job may have replaced a failed one, so take the newest."""
+    live = [p for p in pods if p.metadata.deletion_timestamp is None] or pods
+    return max(live, key=lambda p: p.metadata.creation_timestamp or _EPOCH, default=None)
+
+
+def format_best(best: Any) -> str:
+    if best is None:
+        return "-"
+    if isinstance(best, dict):
+        score = best.get("score", best.get("value"))
+        parts = []
+        if best.get("trial_id") is not None:
+            parts.append(f"trial {best['trial_id']}")
+        if score is not None:
+            name = best.get("objective", "score")
+            parts.append(f"{name}={score:.4g}" if isinstance(score, (int, float)) else f"{name}={score}")
+        return ", ".join(parts) or str(best)
+    if isinstance(best, float):
+        return f"{best:.4g}"
+    return str(best)
+
+
+def progress_rows(shared_dir: Path, run: str | None = None) -> list[tuple[str, ...]]:
+    """(run, state, trials done/max, best) from each run's status.json under `shared_dir`."""
+    runs_dir = RunPaths(Path(shared_dir), "_").runs_dir
+    names = [run] if run else sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    rows = []
+    for name in names:
+        status = read_json(RunPaths(Path(shared_dir), name).status)
+        if not isinstance(status, dict):
+            rows.append((name, "unknown (no status.json yet)", "-", "-"))
+            continue
+        done, total = status.get("trials_done"), status.get("max_trials")
+        rows.append(
+            (
+                name,
+                str(status.get("state", "?")),
+                f"{done if done is not None else '?'}/{total if total is not None else '?'}",
+                format_best(status.get("best")),
+            )
+        )
+    return rows
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def status_tables(
+    jobs: list[Any], pods: list[Any], progress: list[tuple[str, ...]] | None
+) -> list[Table]:
+    tables = [
+        _table("Jobs", ("job", "component", "state", "succeeded", "active", "failed"), job_rows(jobs)),
+        _table("Pods", ("pod", "component", "worker", "state", "ready", "restarts", "node"), pod_rows(pods)),
+    ]
+    if progress is not None:
+        tables.append(_table("Search", ("run", "state", "trials", "best so far"), progress))
+    return tables
