@@ -88,6 +88,8 @@ class Hyperparameter:
         if self.is_range:
             tolerance = _EPS * max(1.0, abs(self.min), abs(self.max))  # type: ignore[arg-type]
             return self.min - tolerance <= value <= self.max + tolerance  # type: ignore[operator]
+        if isinstance(value, float):  # a grid value may have been tidied: 0.30000000000000004 -> 0.3
+            return any(isinstance(v, float) and math.isclose(v, value, rel_tol=_EPS) for v in self.values)
         return _member(value, self.values)
 
 
@@ -275,7 +277,8 @@ def _snap(old: Hyperparameter, low: float, high: float) -> tuple[float, float]:
         far, near = _snap(replace(old, sampling="log"), mirror - high, mirror - low)
         new_low, new_high = mirror - near, mirror - far
     else:
-        new_low, new_high = low, high  # continuous (or log without step): the observed span
+        # Continuous (or log without step): exactly the observed span, nothing to snap to.
+        return max(low, lo_bound), min(high, hi_bound)  # type: ignore[type-var]
     new_low, new_high = _tidy(new_low), _tidy(new_high)
     return max(new_low, lo_bound), min(new_high, hi_bound)  # type: ignore[type-var]
 
@@ -286,7 +289,7 @@ def _narrow_one(old: Hyperparameter, seen: list[Any]) -> tuple[Hyperparameter, s
         if not numbers:
             return old, "no numeric values among the top trials: unchanged"
         if len({_key(v) for v in numbers}) == 1:
-            value = numbers[0] if old.kind == "int" else _tidy(float(numbers[0]))
+            value = numbers[0] if old.kind == "int" or old.step is None else _tidy(float(numbers[0]))
             return Hyperparameter(old.name, "fixed", values=(value,), conditions=old.conditions), "constant: fixed"
         low, high = _snap(old, min(numbers), max(numbers))
         if old.kind == "int":
@@ -346,7 +349,7 @@ def narrow_space(
             new, note = old, "fixed before"
         elif not seen:
             new = old
-            note = "inactive in every top trial: unchanged" if old.conditions else "absent from the top trials: unchanged"
+            note = "inactive in all top trials: unchanged" if old.conditions else "absent from the top trials: unchanged"
         else:
             new, note = _narrow_one(old, seen)
             if old.conditions and not note:
@@ -437,15 +440,15 @@ def _print_table(result: NarrowResult, run: str, config: SearchConfig, out: Path
     from rich.table import Table
 
     table = Table(title=f"{run}: top {len(result.top_ids)} of {result.completed} completed trials ({result.direction})")
-    table.add_column("hyperparameter")
-    table.add_column("before")
-    table.add_column("after")
-    table.add_column("trials", justify="right")
-    table.add_column("note")
+    table.add_column("hyperparameter", no_wrap=True)
+    table.add_column("before", no_wrap=True)
+    table.add_column("after", no_wrap=True)
+    table.add_column("trials", justify="right", no_wrap=True)
+    table.add_column("note", ratio=1)
     for row in result.rows:
         after = row.after if row.after != row.before else "[dim]unchanged[/dim]"
         table.add_row(row.name, row.before, after, str(row.backed), row.note)
-    console = Console(width=max(100, Console().width))
+    console = Console(width=max(120, Console().width))
     console.print(table)
     console.print(f"wrote {out}: run {config.run!r}, tuner {config.tuner}, warm start from {run!r}")
 
