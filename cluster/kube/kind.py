@@ -65,15 +65,16 @@ def cluster_exists(name: str) -> bool:
 
 def create_cluster(name: str, shared_dir: Path, gpu: bool = False, template: Path | None = None) -> bool:
     """Create the cluster unless one of that name exists; True when it was created."""
+    shared = Path(shared_dir).expanduser().resolve()
+    rendered = render_kind_config(shared, gpu=gpu, template=template)
     if cluster_exists(name):
         typer.echo(f"kind cluster {name!r} already exists; leaving it as it is.")
         return False
-    shared = Path(shared_dir).expanduser().resolve()
     # Made here, so docker does not create it as root when it binds the mount.
     shared.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tunectl-kind-") as tmp:
         config = Path(tmp) / "kind-config.yaml"
-        config.write_text(render_kind_config(shared, gpu=gpu, template=template))
+        config.write_text(rendered)
         run_tool("kind", "create", "cluster", "--name", name, "--config", str(config), stream=True)
     typer.echo(f"kind cluster {name!r} is up; {shared} is /shared on every node.")
     return True

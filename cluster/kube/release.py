@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def wait_for_chief(release: str, namespace: str, timeout_s: float) -> None:
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        left = max(1, int(deadline - time.monotonic()))
+        left = max(1, math.ceil(deadline - time.monotonic()))
         result = run_tool(
             "kubectl", "wait", "--for=condition=Ready", "pod",
             "--selector", selector(release, "chief"),

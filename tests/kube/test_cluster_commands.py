@@ -1,0 +1,159 @@
+"""up, down, images: the exact kind and docker calls, made against fake tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from cluster.cli import app
+from cluster.kube import kind
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_up_creates_the_cluster_with_the_rendered_config(fake_tools, tmp_path, monkeypatch):
+    fake_tools.add("kind", (["get", "clusters"], "other\n", "", 0))
+    monkeypatch.chdir(tmp_path)
+
+    result = invoke("up", "--name", "search")
+
+    assert result.exit_code == 0, result.output
+    calls = fake_tools.calls()
+    assert calls[0] == ["kind", "get", "clusters"]
+    assert calls[1][:5] == ["kind", "create", "cluster", "--name", "search"]
+    assert calls[1][5] == "--config" and calls[1][6].endswith("kind-config.yaml")
+    assert len(calls) == 2
+    assert (tmp_path / "shared").is_dir(), "up makes the host folder so docker does not make it as root"
+
+
+def test_up_skips_an_existing_cluster(fake_tools):
+    fake_tools.add("kind", (["get", "clusters"], "tuner\n", "", 0))
+
+    result = invoke("up")
+
+    assert result.exit_code == 0, result.output
+    assert fake_tools.calls() == [["kind", "get", "clusters"]]
+    assert "already exists" in result.output
+
+
+def test_up_reports_a_failed_create_in_one_line(fake_tools, tmp_path):
+    fake_tools.add(
+        "kind",
+        (["get", "clusters"], "", "", 0),
+        (["create"], "", "Creating cluster ...\nERROR: failed to create cluster: port 6006 is taken\n", 1),
+    )
+
+    result = invoke("up", "--shared-dir", str(tmp_path / "vol"))
+
+    assert result.exit_code == 1, result.output
+    assert "error: kind create failed: ERROR: failed to create cluster: port 6006 is taken" in result.output
+
+
+def test_down_deletes_the_named_cluster(fake_tools):
+    fake_tools.add("kind", (["get", "clusters"], "tuner\nsearch\n", "", 0))
+
+    result = invoke("down", "--name", "search")
+
+    assert result.exit_code == 0, result.output
+    assert fake_tools.calls() == [["kind", "get", "clusters"], ["kind", "delete", "cluster", "--name", "search"]]
+
+
+def test_down_without_a_cluster_does_nothing(fake_tools):
+    fake_tools.add("kind")
+
+    result = invoke("down")
+
+    assert result.exit_code == 0, result.output
+    assert fake_tools.calls() == [["kind", "get", "clusters"]]
+
+
+def test_missing_kind_is_one_line_pointing_at_doctor(fake_tools):
+    result = invoke("up")
+
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == "error: kind not found on PATH; run `tunectl doctor`"
+
+
+def test_images_builds_both_then_loads_both(fake_tools, tmp_path):
+    fake_tools.add("kind", (["get", "clusters"], "tuner\n", "", 0))
+    fake_tools.add("docker")
+    for dockerfile in kind.IMAGES.values():
+        (tmp_path / dockerfile).parent.mkdir(parents=True)
+        (tmp_path / dockerfile).write_text("FROM scratch\n")
+
+    result = invoke("images", "--tag", "t1", "--cluster", "tuner", "--context-dir", str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    assert fake_tools.calls() == [
+        ["kind", "get", "clusters"],
+        ["docker", "build", "-t", "keras-tuner-cluster/tuner:t1", "-f", f"{tmp_path}/images/tuner/Dockerfile", str(tmp_path)],
+        [
+            "docker", "build", "-t", "keras-tuner-cluster/tensorboard:t1",
+            "-f", f"{tmp_path}/images/tensorboard/Dockerfile", str(tmp_path),
+        ],
+        ["kind", "load", "docker-image", "keras-tuner-cluster/tuner:t1", "--name", "tuner"],
+        ["kind", "load", "docker-image", "keras-tuner-cluster/tensorboard:t1", "--name", "tuner"],
+    ]  # fmt: skip
+
+
+def test_images_needs_the_cluster_before_building(fake_tools, tmp_path):
+    fake_tools.add("kind")
+    fake_tools.add("docker")
+
+    result = invoke("images", "--context-dir", str(tmp_path))
+
+    assert result.exit_code == 1, result.output
+    assert "no kind cluster named 'tuner'; run `tunectl up` first" in result.output
+    assert fake_tools.calls("docker") == []
+
+
+def test_rendered_kind_config_mounts_the_host_folder_on_every_node(tmp_path):
+    config = yaml.safe_load(kind.render_kind_config(tmp_path / "vol"))
+
+    assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    roles = [node["role"] for node in config["nodes"]]
+    assert roles == ["control-plane", "worker", "worker"]
+    for node in config["nodes"]:
+        assert {"hostPath": str((tmp_path / "vol").resolve()), "containerPath": "/shared"} in node["extraMounts"]
+    control_plane = config["nodes"][0]
+    assert control_plane["extraPortMappings"] == [
+        {"containerPort": 30606, "hostPort": 6006, "listenAddress": "127.0.0.1", "protocol": "TCP"}
+    ]
+
+
+def test_rendered_gpu_config_adds_the_nvkind_device_mount(tmp_path):
+    config = yaml.safe_load(kind.render_kind_config(tmp_path, gpu=True))
+
+    workers = [node for node in config["nodes"] if node["role"] == "worker"]
+    assert workers
+    for node in workers:
+        assert {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"} in node["extraMounts"]
+        assert {"hostPath": str(tmp_path.resolve()), "containerPath": "/shared"} in node["extraMounts"]
+
+
+def test_a_custom_config_that_is_not_kind_is_refused(fake_tools, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Pod\n")
+
+    result = invoke("up", "--config", str(bad))
+
+    assert result.exit_code == 1, result.output
+    assert "is not a kind config" in result.output
+    assert fake_tools.calls() == []
+
+
+def test_the_cli_loads_neither_kubernetes_nor_tensorflow():
+    import subprocess
+    import sys
+
+    probe = "import sys, cluster.cli; print(sorted(m for m in ('kubernetes', 'tensorflow', 'keras') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO).stdout
+
+    assert out.strip() == "[]"

@@ -1,0 +1,66 @@
+"""doctor: a missing required tool is named, with its fix, and the exit status is 1."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from cluster.cli import app
+
+runner = CliRunner()
+
+
+def _all_tools(fake_tools, runtimes: str = '{"runc":{}}') -> None:
+    fake_tools.add("docker", (["--version"], "Docker version 28.2.2\n", "", 0), (["info"], f"28.2.2 {runtimes}\n", "", 0))
+    fake_tools.add("kind", (["version"], "kind v0.30.0 go1.24 linux/amd64\n", "", 0))
+    fake_tools.add("kubectl", (["version"], "Client Version: v1.34.1\n", "", 0))
+    fake_tools.add("helm", (["version"], "v3.19.0+g3d8990f\n", "", 0))
+
+
+def test_doctor_without_kind_names_it_with_the_fix(fake_tools):
+    _all_tools(fake_tools)
+    (fake_tools.bin / "kind").unlink()
+
+    result = runner.invoke(app, ["doctor"])
+
+    assert result.exit_code == 1, result.output
+    kind_line = next(line for line in result.output.splitlines() if "│ kind" in line)
+    assert "MISSING" in kind_line and "not found" in kind_line, result.output
+    assert "https://kind.sigs.k8s.io/docs/user/quick-start/#installation" in kind_line
+    assert "error: missing or not working: kind" in result.output
+
+
+def test_doctor_with_everything_but_gpus_passes_with_a_warning(fake_tools):
+    _all_tools(fake_tools)
+
+    result = runner.invoke(app, ["doctor"])
+
+    assert result.exit_code == 0, result.output
+    assert "v3.19.0" in result.output and "kind v0.30.0" in result.output
+    assert "nvidia-ctk runtime configure" in result.output
+    assert "GPU pieces are missing" in result.output
+
+
+def test_doctor_sees_the_nvidia_runtime(fake_tools):
+    _all_tools(fake_tools, runtimes='{"nvidia":{},"runc":{}}')
+    fake_tools.add("nvidia-smi", (["--query-gpu=name,driver_version"], "NVIDIA H200, 570.1\n", "", 0))
+
+    result = runner.invoke(app, ["doctor"])
+
+    assert result.exit_code == 0, result.output
+    assert "everything is ready" in result.output
+    assert "NVIDIA H200" in result.output
+
+
+def test_doctor_flags_a_docker_engine_that_does_not_answer(fake_tools):
+    _all_tools(fake_tools)
+    fake_tools.add(
+        "docker",
+        (["--version"], "Docker version 28.2.2\n", "", 0),
+        (["info"], "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.\n", 1),
+    )
+
+    result = runner.invoke(app, ["doctor"])
+
+    assert result.exit_code == 1, result.output
+    assert "Cannot connect to the Docker daemon" in result.output
+    assert "error: missing or not working: docker engine" in result.output
