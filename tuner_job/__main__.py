@@ -1,0 +1,70 @@
+"""`python -m tuner_job`: the entrypoint of every chief, worker and local process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from tuner_job.errors import EXIT_BAD_INPUT, TunerJobError
+
+__all__ = ["main"]
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tuner_job",
+        description="Run one process of a distributed KerasTuner search. The role comes from KERASTUNER_TUNER_ID: "
+        '"chief" hosts the oracle, "tuner<i>" trains trials.',
+    )
+    parser.add_argument("--config", default=os.environ.get("TUNER_CONFIG", "/config/search.yaml"), help="search.yaml (env TUNER_CONFIG)")
+    parser.add_argument("--shared-dir", default=os.environ.get("TUNER_SHARED_DIR", "/shared"), help="the shared volume (env TUNER_SHARED_DIR)")
+    parser.add_argument("--fresh", action="store_true", help="chief only: delete this run's folder and start over")
+    return parser.parse_args(argv)
+
+
+def _configure_logging(tuner_id: str) -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {tuner_id} %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stdout,
+        force=True,
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from tuner_job.config import load_config
+    from tuner_job.env import read_role
+    from tuner_job.layout import RunPaths
+
+    try:
+        role = read_role()
+        _configure_logging(role.tuner_id)
+        config = load_config(args.config)
+        shared = Path(args.shared_dir)
+        if not shared.is_dir():
+            raise TunerJobError(f"shared directory not found: {shared}")
+        paths = RunPaths(shared.resolve(), config.run)
+        if args.fresh and not role.is_chief:
+            raise TunerJobError("--fresh is for the chief only: workers never delete anything")
+        if role.is_chief:
+            from tuner_job.chief import run_chief
+
+            return run_chief(config, paths, role, fresh=args.fresh)
+        from tuner_job.worker import run_worker
+
+        return run_worker(config, paths, role)
+    except TunerJobError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The one module that reaches into `keras_tuner.src` (keras-tuner 1.4.8).
+
+Everything version-specific about KerasTuner lives here, so an upgrade touches
+one file: the wire protocol's generated stubs, `Trial`, the oracles, and the
+few instance hooks we replace to fix the faults DESIGN.md lists:
+
+- `Oracle.save()` rewrites all of `oracle.json` in place, twice per trial, and
+  `end_trial` calls it *before* it pops the ongoing trial (a restart then re-runs
+  the last finished trial). We make it a no-op and persist through `StateStore`
+  after each call returns, atomically and batched.
+- `Oracle._save_trial()` writes `trial.json` in place; we route it to the store.
+- `Oracle._check_consecutive_failures()` re-scans `end_order` (O(N)) and raises
+  inside the `EndTrial` handler (keras-team/keras-tuner#1000-style hang); the
+  server counts failures itself and ends the search cleanly.
+- `Oracle._display` prints a table that sorts every trial, and its state holds a
+  timestamp per trial that `save()` formats every time; we silence it.
+- `Oracle.reload()` re-queues every in-flight trial, so after a chief restart
+  they train twice; the server restores them to their owners instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import types
+from typing import Any
+
+import keras_tuner
+from keras_tuner.src import protos as _protos
+from keras_tuner.src.engine import base_tuner as _base_tuner
+from keras_tuner.src.engine import hyperparameters as _hp
+from keras_tuner.src.engine import trial as _trial
+
+__all__ = [
+    "HyperParameters",
+    "Trial",
+    "TrialStatus",
+    "Oracle",
+    "pb",
+    "pb_grpc",
+    "make_oracle",
+    "quiet_oracle",
+    "populate_space",
+    "values_hash",
+    "oracle_state",
+    "restore_oracle_state",
+    "rebuild_oracle_state",
+]
+
+HyperParameters = _hp.HyperParameters
+Trial = _trial.Trial
+TrialStatus = _trial.TrialStatus
+Oracle = keras_tuner.Oracle
+
+#: KerasTuner's own gRPC messages and stubs: a stock worker can join our chief.
+pb = _protos.get_service()
+pb_grpc = _protos.get_service_grpc()
+
+
+def make_oracle(
+    tuner: str,
+    *,
+    objective: Any,
+    max_trials: int,
+    epochs: int,
+    seed: int,
+    hyperparameters: HyperParameters | None,
+    hyperband_factor: int = 3,
+    max_retries_per_trial: int = 0,
+) -> Oracle:
+    """One of the four stock oracles, configured from `search.yaml`."""
+    common = dict(
+        objective=objective,
+        seed=seed,
+        hyperparameters=hyperparameters,
+        tune_new_entries=True,
+        allow_new_entries=True,
+        max_retries_per_trial=max_retries_per_trial,
+        # Counted by the server instead: the stock check raises inside EndTrial.
+        max_consecutive_failed_trials=None,
+    )
+    if tuner == "random":
+        return keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common)
+    if tuner == "bayesian":
+        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
+    if tuner == "grid":
+        return keras_tuner.oracles.GridSearchOracle(max_trials=max_trials, **common)
+    if tuner == "hyperband":
+        oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=epochs, factor=hyperband_factor, **common)
+        # Hyperband sizes itself from max_epochs; max_trials still caps it.
+        oracle.max_trials = max_trials
+        return oracle
+    raise ValueError(f"tuner must be one of random, hyperband, bayesian, grid, but got {tuner=}.")
+
+
+class _QuietDisplay:
+    """Stands in for `Oracle._display`: no per-trial table, constant state."""
+
+    verbose = 0
+
+    def on_trial_begin(self, trial: Trial) -> None:
+        pass
+
+    def on_trial_end(self, trial: Trial) -> None:
+        pass
+
+    def get_state(self) -> dict[str, Any]:
+        return {"search_start": None, "trial_start": {}, "trial_number": {}}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def quiet_oracle(oracle: Oracle, on_trial_saved: Any) -> Oracle:
+    """Replace the oracle's persistence, display and failure check (see module doc)."""
+    oracle.save = lambda: None
+    oracle._save_trial = on_trial_saved
+    oracle._display = _QuietDisplay()
+    oracle._check_consecutive_failures = lambda: None
+    return oracle
+
+
+def populate_space(oracle: Oracle, hypermodel: Any) -> None:
+    """Build the hypermodel until every conditional scope was seen (as `BaseTuner` does)."""
+    shim = types.SimpleNamespace(oracle=oracle, hypermodel=_base_tuner.hm_module.get_hypermodel(hypermodel))
+    shim._activate_all_conditions = functools.partial(_base_tuner.BaseTuner._activate_all_conditions, shim)
+    _base_tuner.BaseTuner._populate_initial_space(shim)
+
+
+def hp_class(name: str) -> Any:
+    """A hyperparameter class by name: Int, Float, Choice, Boolean, Fixed."""
+    return getattr(_hp, name)
+
+
+def values_hash(oracle: Oracle, values: dict[str, Any]) -> str:
+    return oracle._compute_values_hash(values)
+
+
+def oracle_state(oracle: Oracle) -> dict[str, Any]:
+    """The oracle's own state (what stock `oracle.json` holds)."""
+    return oracle.get_state()
+
+
+def restore_oracle_state(oracle: Oracle, state: dict[str, Any], trials: dict[str, Trial]) -> None:
+    """Load `state` without re-queueing in-flight trials (stock `reload` does)."""
+    oracle.trials = dict(trials)
+    oracle.set_state(copy.deepcopy(state))
+
+
+def rebuild_oracle_state(oracle: Oracle, trials: dict[str, Trial], end_order: list[str]) -> list[str]:
+    """Rebuild a lost `oracle.json` from the trials; return the trials to re-run.
+
+    Finished trials keep their results; trials that were running go back to the
+    queue (their owners are unknown without `oracle.json`).
+    """
+    oracle.trials = dict(trials)
+    oracle.start_order = sorted(trials)
+    ended = set(end_order)
+    oracle.end_order = list(end_order) + sorted(
+        t for t, trial in trials.items() if trial.status in _terminal() and t not in ended
+    )
+    running = sorted(t for t, trial in trials.items() if trial.status not in _terminal())
+    for trial_id in oracle.start_order:
+        oracle._record_values(trials[trial_id])
+        oracle._run_times[trial_id] = max(oracle._run_times[trial_id], 1 if trial_id in oracle.end_order else 0)
+    oracle._seed_state = oracle.seed + 1000 * len(trials)
+    oracle._retry_queue = list(running)
+    oracle.ongoing_trials = {}
+    return running
+
+
+def _terminal() -> tuple[str, ...]:
+    return (TrialStatus.COMPLETED, TrialStatus.FAILED)

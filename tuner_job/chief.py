@@ -1,0 +1,176 @@
+"""The chief: host the oracle, watch the search, write the results and the best model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import yaml
+
+from tuner_job import _kt
+from tuner_job.config import SearchConfig, dump_config
+from tuner_job.env import Role
+from tuner_job.errors import SearchFailedError
+from tuner_job.layout import RunPaths, atomic_write_text, read_json
+from tuner_job.oracle_server import OracleServer
+from tuner_job.results import leaderboard_text, write_results
+from tuner_job.trial_runner import format_values, public_values
+
+__all__ = ["run_chief", "build_oracle"]
+
+log = logging.getLogger("tuner_job.chief")
+
+
+def build_oracle(config: SearchConfig, build_model: Any) -> Any:
+    """The configured oracle, its space narrowed by `space` and populated from the hypermodel."""
+    from tuner_job.space import apply_space
+
+    objective = config.objective
+    if config.objective_direction:
+        import keras_tuner
+
+        objective = keras_tuner.Objective(config.objective, direction=config.objective_direction)
+    narrowed = None
+    if config.space:
+        scratch = _kt.make_oracle("random", objective=objective, max_trials=1, epochs=1, seed=0, hyperparameters=None)
+        _kt.populate_space(scratch, build_model)
+        narrowed = apply_space(scratch.hyperparameters, config.space)
+    oracle = _kt.make_oracle(
+        config.tuner,
+        objective=objective,
+        max_trials=config.max_trials,
+        epochs=config.epochs,
+        seed=config.seed,
+        hyperparameters=narrowed,
+        hyperband_factor=config.hyperband_factor,
+        max_retries_per_trial=config.max_retries_per_trial,
+    )
+    _kt.populate_space(oracle, build_model)
+    return oracle
+
+
+class BestModelExporter:
+    """Writes `best/model.keras` and `best/hyperparameters.yaml` off the event loop.
+
+    Runs whenever a trial becomes the best so far, so the search's end waits
+    for at most one export.
+    """
+
+    def __init__(self, paths: RunPaths, build_model: Any, objective: str):
+        self.paths = paths
+        self.build_model = build_model
+        self.objective = objective
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
+        self._pending: list[Any] = []
+        self.exported: str | None = None
+
+    def submit(self, trial: Any) -> None:
+        self._pending.append(asyncio.get_running_loop().run_in_executor(self._executor, self._export, trial))
+
+    def _export(self, trial: Any) -> None:
+        checkpoint = self.paths.checkpoint(trial.trial_id)
+        if not checkpoint.is_file():
+            log.warning("trial %s has no checkpoint at %s; best model not exported", trial.trial_id, checkpoint)
+            return
+        model = self.build_model(trial.hyperparameters)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the checkpoint's optimizer slots are not needed
+            model.load_weights(str(checkpoint))
+        best = self.paths.best
+        best.mkdir(parents=True, exist_ok=True)
+        tmp = best / ".model.keras.tmp.keras"
+        model.save(str(tmp))
+        tmp.replace(best / "model.keras")
+        document = {
+            "trial_id": trial.trial_id,
+            "score": float(trial.score),
+            "objective": self.objective,
+            "hyperparameters": public_values(dict(trial.hyperparameters.values)),
+        }
+        atomic_write_text(best / "hyperparameters.yaml", yaml.safe_dump(document, sort_keys=False))
+        self.exported = trial.trial_id
+
+    async def drain(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+
+def _prepare_run(config: SearchConfig, paths: RunPaths, fresh: bool) -> None:
+    if fresh and paths.root.exists():
+        # Only the chief, only when asked, and only this run's folder.
+        log.info("fresh run: removing %s", paths.root)
+        shutil.rmtree(paths.root)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    previous = paths.config.read_text() if paths.config.is_file() else None
+    text = dump_config(config)
+    if previous is not None and previous != text:
+        log.warning("run %s resumes with a config that differs from its search.yaml; the new one is saved", config.run)
+    atomic_write_text(paths.config, text)
+
+
+async def _serve(config: SearchConfig, paths: RunPaths, role: Role, oracle: Any, exporter: BestModelExporter) -> OracleServer:
+    def on_start(trial: Any, tuner_id: str) -> None:
+        log.info("trial %s -> %s: %s", trial.trial_id, tuner_id, format_values(trial.hyperparameters.values))
+
+    def on_end(trial: Any) -> None:
+        score = "-" if trial.score is None else f"{trial.score:.4f}"
+        best = server.best
+        log.info(
+            "trial %s %s %s=%s | %d/%d done, best %s",
+            trial.trial_id, trial.status, config.objective, score, server.counts["completed"] + server.counts["failed"],
+            config.max_trials, "-" if best is None else f"{best[1]:.4f} (trial {best[0]})",
+        )
+        if best is not None and best[0] == trial.trial_id:
+            exporter.submit(trial)
+
+    server = OracleServer(
+        oracle,
+        paths,
+        lease_seconds=config.lease_seconds,
+        max_consecutive_failed_trials=config.max_consecutive_failed_trials,
+        on_trial_start=on_start,
+        on_trial_end=on_end,
+    )
+    for note in server.restore():
+        log.info("%s", note)
+    await server.start(role.oracle_host, role.oracle_port)
+    log.info("oracle serving on %s:%d (%s, max_trials=%d, objective=%s)", role.oracle_host, server.port, config.tuner, config.max_trials, config.objective)
+    await server.wait()
+    best_trial = server.best and oracle.trials.get(server.best[0])
+    if best_trial is not None and exporter.exported != best_trial.trial_id:
+        exporter.submit(best_trial)
+    await exporter.drain()
+    return server
+
+
+def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = False) -> int:
+    from tuner_job.data import load_image_folder
+    from tuner_job.hypermodels import load_hypermodel
+    from tuner_job.tensorboard_logs import write_experiment_config
+
+    started = time.monotonic()
+    data = load_image_folder(paths.shared_dir / config.data, config.image_size, config.validation_split, config.seed)
+    build = load_hypermodel(config.hypermodel, data.input_shape, data.num_classes)
+    oracle = build_oracle(config, build)  # builds the model: a bad hypermodel fails here, before any write
+    _prepare_run(config, paths, fresh)
+    metrics = sorted({config.objective, "val_loss", "val_accuracy", "loss", "accuracy"})
+    write_experiment_config(paths.logs, oracle.hyperparameters, metrics)
+    exporter = BestModelExporter(paths, build, config.objective)
+    server = asyncio.run(_serve(config, paths, role, oracle, exporter))
+    ranked = write_results(paths, config.objective, oracle.objective.direction, extra={"state": server.state, "message": server.message})
+    log.info("results: %s, %s", paths.results_json, paths.leaderboard_csv)
+    print(leaderboard_text(ranked, config.objective), flush=True)
+    if (paths.best / "model.keras").is_file():
+        best = read_json(paths.results_json) or {}
+        log.info("best model: %s (trial %s)", paths.best / "model.keras", (best.get("trials") or [{}])[0].get("trial_id"))
+    log.info("TensorBoard logs: %s", paths.logs)
+    log.info("search %s in %.1fs: %s", server.state, time.monotonic() - started, server.message)
+    if server.state == "failed":
+        raise SearchFailedError(server.message)
+    return 0

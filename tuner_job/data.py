@@ -1,0 +1,187 @@
+"""The image dataset: `<class>/*.png|jpg` on the shared volume, decoded once.
+
+The first process to need a split decodes every image, resizes it, and writes
+the arrays under `<dataset>/.cache/<key>/`; every other process (and every
+later trial) memory-maps them. One process builds while the others wait on a
+file lock; the cache appears by an atomic rename, so a half-built cache is
+never read. The key covers the file list (names, sizes, mtimes), the image
+size, the split and the seed: change any and a new cache is built.
+
+numpy and Pillow only: TensorFlow comes in when the arrays become a
+`tf.data.Dataset` (`as_tf_datasets`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tuner_job.errors import DataError
+
+__all__ = ["Dataset", "list_image_folder", "load_image_folder", "IMAGE_SUFFIXES"]
+
+log = logging.getLogger("tuner_job.data")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and validation arrays (uint8 images, int labels) and the class names."""
+
+    classes: tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def list_image_folder(folder: Path) -> dict[str, list[Path]]:
+    """The image files of each class folder; a clear error for a bad layout."""
+    if not folder.is_dir():
+        raise DataError(f"data folder not found: {folder}")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"data folder {folder} must hold at least 2 class folders (<class>/*.png|jpg), found {len(classes)}")
+    files: dict[str, list[Path]] = {}
+    for class_dir in classes:
+        images = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not images:
+            raise DataError(f"class folder {class_dir} holds no images (*.png, *.jpg)")
+        files[class_dir.name] = images
+    return files
+
+
+def _cache_key(files: dict[str, list[Path]], image_size: tuple[int, int], validation_split: float, seed: int) -> str:
+    digest = hashlib.sha256(f"v{_CACHE_VERSION} {image_size} {validation_split} {seed}".encode())
+    for name, images in files.items():
+        for path in images:
+            stat = path.stat()
+            digest.update(f"{name}/{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _decode(path: Path, image_size: tuple[int, int]) -> np.ndarray:
+    height, width = image_size
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB").resize((width, height), Image.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot decode image {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}") from None
+
+
+def _split(labels: np.ndarray, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, stratified split: every class is in both halves when it can be."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        index = np.flatnonzero(labels == label)
+        rng.shuffle(index)
+        n_val = int(round(len(index) * validation_split))
+        n_val = min(max(n_val, 1), len(index) - 1) if len(index) > 1 else 0
+        val.extend(index[:n_val])
+        train.extend(index[n_val:])
+    train_idx, val_idx = np.array(train), np.array(val)
+    rng.shuffle(train_idx)
+    rng.shuffle(val_idx)
+    return train_idx, val_idx
+
+
+def _build(files: dict[str, list[Path]], image_size: tuple[int, int], validation_split: float, seed: int, target: Path) -> None:
+    started = time.monotonic()
+    paths = [p for images in files.values() for p in images]
+    labels = np.array([i for i, images in enumerate(files.values()) for _ in images], dtype=np.int32)
+    images = np.stack([_decode(p, image_size) for p in paths])
+    train_idx, val_idx = _split(labels, validation_split, seed)
+    if len(val_idx) == 0:
+        raise DataError(f"validation_split={validation_split} leaves no validation images out of {len(paths)}: add images")
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name, array in (("x_train", images[train_idx]), ("y_train", labels[train_idx]), ("x_val", images[val_idx]), ("y_val", labels[val_idx])):
+            np.save(tmp / f"{name}.npy", array)
+        (tmp / "meta.json").write_text(json.dumps({"classes": list(files), "image_size": list(image_size), "count": len(paths)}))
+        for file in tmp.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "dataset cache built: %d images (%d train, %d validation), %d classes, %dx%d, %.1fs -> %s",
+        len(paths), len(train_idx), len(val_idx), len(files), image_size[0], image_size[1], time.monotonic() - started, target,
+    )
+
+
+def _load(target: Path) -> Dataset:
+    meta = json.loads((target / "meta.json").read_text())
+    arrays = {name: np.load(target / f"{name}.npy", mmap_mode="r") for name in ("x_train", "y_train", "x_val", "y_val")}
+    return Dataset(classes=tuple(meta["classes"]), **arrays)
+
+
+def load_image_folder(folder: Path, image_size: tuple[int, int], validation_split: float, seed: int) -> Dataset:
+    """Train and validation splits of an image folder, from its cache (built if needed)."""
+    files = list_image_folder(folder)
+    key = _cache_key(files, tuple(image_size), validation_split, seed)
+    cache_dir = folder / ".cache"
+    target = cache_dir / key
+    if (target / "meta.json").is_file():
+        return _load(target)
+    created_cache_dir = not cache_dir.exists()
+    cache_dir.mkdir(exist_ok=True)
+    lock_path = cache_dir / f"{key}.lock"
+    try:
+        with open(lock_path, "w") as lock:
+            waited = time.monotonic()
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another process to build the dataset cache %s", target)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                log.info("dataset cache ready after %.1fs", time.monotonic() - waited)
+            if not (target / "meta.json").is_file():
+                _build(files, tuple(image_size), validation_split, seed, target)
+    except DataError:
+        # Leave the dataset folder as we found it.
+        lock_path.unlink(missing_ok=True)
+        if created_cache_dir:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        raise
+    lock_path.unlink(missing_ok=True)
+    return _load(target)
+
+
+def as_tf_datasets(data: Dataset, batch_size: int, seed: int):
+    """`tf.data` pipelines over the cached arrays: shuffled train, ordered validation."""
+    import tensorflow as tf
+
+    train = (
+        tf.data.Dataset.from_tensor_slices((np.asarray(data.x_train), np.asarray(data.y_train)))
+        .shuffle(len(data.y_train), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val = tf.data.Dataset.from_tensor_slices((np.asarray(data.x_val), np.asarray(data.y_val))).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return train, val

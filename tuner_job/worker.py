@@ -1,0 +1,48 @@
+"""The worker: ask the chief for a trial, train it, report it, until the search ends."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tuner_job import _kt
+from tuner_job.config import SearchConfig
+from tuner_job.env import Role
+from tuner_job.layout import RunPaths
+from tuner_job.oracle_client import OracleClient, SearchEnded
+from tuner_job.trial_runner import TrialRunner
+
+__all__ = ["run_worker"]
+
+log = logging.getLogger("tuner_job.worker")
+
+
+def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
+    from tuner_job.data import as_tf_datasets, load_image_folder
+    from tuner_job.hypermodels import load_hypermodel
+
+    started = time.monotonic()
+    client = OracleClient(role.address, role.tuner_id, paths, config.chief_wait_seconds, rpc_timeout=max(10.0, config.lease_seconds))
+    try:
+        client.wait_for_chief()
+        data = load_image_folder(paths.shared_dir / config.data, config.image_size, config.validation_split, config.seed)
+        build = load_hypermodel(config.hypermodel, data.input_shape, data.num_classes)
+        train, val = as_tf_datasets(data, config.batch_size, config.seed)
+        runner = TrialRunner(config, paths, role.tuner_id, build, train, val, client)
+        log.info("%s ready after %.1fs: %d classes, input %s", role.tuner_id, time.monotonic() - started, data.num_classes, data.input_shape)
+        trained = 0
+        while True:
+            trial = client.create_trial()
+            if trial.status == _kt.TrialStatus.STOPPED:
+                client.raise_if_ended()
+                raise SearchEnded(client.search_message)
+            if trial.status == _kt.TrialStatus.IDLE:
+                continue  # the chief already waited before answering IDLE
+            outcome = runner.run(trial)
+            runner.finish(trial, outcome)
+            trained += 1
+    except SearchEnded as ended:
+        log.info("%s: the search is complete (%s); this worker trained %s trials", role.tuner_id, ended or "done", locals().get("trained", 0))
+        return 0
+    finally:
+        client.close()
