@@ -94,13 +94,32 @@ def deploy(
         int, typer.Option("--timeout", help="Seconds to wait for the chief pod to be Ready.")
     ] = 600,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once Helm has applied the release.")] = False,
+    kind_preset: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--kind/--no-kind",
+            help="Put the chart's ci/kind-values.yaml (host folder, NodePort, no GPUs) under your values; "
+            "default: when kubectl's current context is a kind cluster.",
+        ),
+    ] = None,
 ) -> None:
     """helm upgrade --install the search, wait for its chief, print where to look next."""
     with user_errors():
-        release.install(release_name, chart or release.default_chart(), namespace, values or [], set_ or [])
+        chart_dir = chart or release.default_chart()
+        layered = list(values or [])
+        if kind_preset if kind_preset is not None else release.on_kind():
+            preset = release.kind_values(chart_dir)
+            if preset.is_file():
+                typer.echo(f"kind cluster: using {preset} under your values")
+                layered.insert(0, preset)
+            elif kind_preset:
+                raise LauncherError(f"--kind: the chart has no {preset}")
+        helm_notes = release.install(release_name, chart_dir, namespace, layered, set_ or [])
         if not no_wait:
             typer.echo(f"waiting up to {timeout} s for the chief pod to be Ready ...")
             release.wait_for_chief(release_name, namespace, timeout)
+        if helm_notes:
+            typer.echo(helm_notes + "\n")
         typer.echo(release.notes(release_name, namespace))
 
 

@@ -19,7 +19,9 @@ __all__ = [
     "default_chart",
     "helm_upgrade_args",
     "install",
+    "kind_values",
     "notes",
+    "on_kind",
     "selector",
     "uninstall",
     "wait_for_chief",
@@ -64,14 +66,32 @@ def helm_upgrade_args(
     return args
 
 
-def install(release: str, chart: Path, namespace: str, values: list[Path], sets: list[str]) -> None:
+def on_kind() -> bool:
+    """Whether kubectl's current context is a kind cluster (kind names them `kind-<name>`)."""
+    try:
+        result = run_tool("kubectl", "config", "current-context", check=False)
+    except LauncherError:
+        return False
+    return result.ok and result.stdout.strip().startswith("kind-")
+
+
+def kind_values(chart: Path) -> Path:
+    """The chart's preset for a kind cluster: host folder at /shared, NodePort TensorBoard, no GPUs."""
+    return Path(chart) / "ci" / "kind-values.yaml"
+
+
+def install(release: str, chart: Path, namespace: str, values: list[Path], sets: list[str]) -> str:
+    """`helm upgrade --install`; returns the NOTES that Helm printed (may be empty)."""
     if not (Path(chart) / "Chart.yaml").is_file():
         raise LauncherError(f"no Helm chart at {chart}; pass --chart or run from the repository root")
     for path in values:
         if not Path(path).is_file():
             raise LauncherError(f"values file {path} not found")
-    result = run_tool("helm", *helm_upgrade_args(release, chart, namespace, values, sets))
-    typer.echo(result.stdout.strip().splitlines()[0] if result.stdout.strip() else f"release {release!r} deployed")
+    output = run_tool("helm", *helm_upgrade_args(release, chart, namespace, values, sets)).stdout
+    head, marker, helm_notes = output.partition("NOTES:")
+    first = next((line for line in head.splitlines() if line.strip()), f"release {release!r} deployed")
+    typer.echo(first.strip())
+    return helm_notes.strip() if marker else ""
 
 
 def wait_for_chief(release: str, namespace: str, timeout_s: float) -> None:

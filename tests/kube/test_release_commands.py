@@ -23,8 +23,8 @@ def chart(tmp_path: Path) -> Path:
 
 
 def test_deploy_passes_values_and_sets_then_waits_for_the_chief(fake_tools, chart, tmp_path):
-    fake_tools.add("helm", (["upgrade"], "Release \"search\" has been upgraded.\n", "", 0))
-    fake_tools.add("kubectl")
+    fake_tools.add("helm", (["upgrade"], "Release \"search\" has been upgraded.\nNOTES:\nSearch is on.\n", "", 0))
+    fake_tools.add("kubectl", (["config", "current-context"], "prod-gpus\n", "", 0))
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
     first.write_text("{}\n")
     second.write_text("{}\n")
@@ -40,6 +40,7 @@ def test_deploy_passes_values_and_sets_then_waits_for_the_chief(fake_tools, char
 
     assert result.exit_code == 0, result.output
     assert fake_tools.calls() == [
+        ["kubectl", "config", "current-context"],
         [
             "helm", "upgrade", "--install", "search", str(chart), "--namespace", "tuning", "--create-namespace",
             "--values", str(first), "--values", str(second), "--set", "worker.replicas=4", "--set", "worker.gpus=1",
@@ -49,20 +50,42 @@ def test_deploy_passes_values_and_sets_then_waits_for_the_chief(fake_tools, char
             "--namespace", "tuning", "--timeout=30s",
         ],
     ]  # fmt: skip
+    assert "Search is on." in result.output, "Helm's NOTES are passed on"
     assert "tunectl logs --chief -f --release search --namespace tuning" in result.output
     assert "http://127.0.0.1:6006" in result.output
 
 
 def test_deploy_defaults_and_no_wait(fake_tools, chart):
     fake_tools.add("helm")
-    fake_tools.add("kubectl")
+    fake_tools.add("kubectl", (["config", "current-context"], "", "error: current-context is not set\n", 1))
 
     result = runner.invoke(app, ["deploy", "--chart", str(chart), "--no-wait"])
 
     assert result.exit_code == 0, result.output
     assert fake_tools.calls() == [
-        ["helm", "upgrade", "--install", "tuner", str(chart), "--namespace", "default", "--create-namespace"]
+        ["kubectl", "config", "current-context"],
+        ["helm", "upgrade", "--install", "tuner", str(chart), "--namespace", "default", "--create-namespace"],
     ]
+
+
+def test_deploy_on_kind_puts_the_charts_kind_values_under_the_users(fake_tools, chart, tmp_path):
+    (chart / "ci").mkdir()
+    (chart / "ci" / "kind-values.yaml").write_text("workers: 2\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("workers: 3\n")
+    fake_tools.add("helm")
+    fake_tools.add("kubectl", (["config", "current-context"], "kind-tuner\n", "", 0))
+
+    result = runner.invoke(app, ["deploy", "--chart", str(chart), "--no-wait", "--values", str(mine)])
+
+    assert result.exit_code == 0, result.output
+    helm = fake_tools.calls("helm")[0]
+    assert helm[helm.index("--values") :] == ["--values", str(chart / "ci" / "kind-values.yaml"), "--values", str(mine)]
+
+    result = runner.invoke(app, ["deploy", "--chart", str(chart), "--no-wait", "--no-kind"])
+
+    assert result.exit_code == 0, result.output
+    assert "--values" not in fake_tools.calls("helm")[1]
 
 
 def test_deploy_retries_until_the_chief_pod_exists(fake_tools, chart, tmp_path):
@@ -79,7 +102,7 @@ def test_deploy_retries_until_the_chief_pod_exists(fake_tools, chart, tmp_path):
         )
     )
 
-    result = runner.invoke(app, ["deploy", "--chart", str(chart), "--timeout", "20"])
+    result = runner.invoke(app, ["deploy", "--no-kind", "--chart", str(chart), "--timeout", "20"])
 
     assert result.exit_code == 0, result.output
     assert [c[1] for c in fake_tools.calls("kubectl")] == ["wait", "wait"]
@@ -89,7 +112,7 @@ def test_deploy_reports_a_chief_that_never_gets_ready(fake_tools, chart):
     fake_tools.add("helm")
     fake_tools.add("kubectl", (["wait"], "", "error: timed out waiting for the condition on pods/tuner-chief-x\n", 1))
 
-    result = runner.invoke(app, ["deploy", "--chart", str(chart), "--timeout", "5"])
+    result = runner.invoke(app, ["deploy", "--no-kind", "--chart", str(chart), "--timeout", "5"])
 
     assert result.exit_code == 1, result.output
     assert "the chief of 'tuner' is not Ready after 5 s" in result.output
@@ -100,7 +123,7 @@ def test_deploy_reports_a_chief_that_never_gets_ready(fake_tools, chart):
 def test_deploy_without_helm_is_one_line(fake_tools, chart):
     fake_tools.add("kubectl")
 
-    result = runner.invoke(app, ["deploy", "--chart", str(chart)])
+    result = runner.invoke(app, ["deploy", "--no-kind", "--chart", str(chart)])
 
     assert result.exit_code == 1, result.output
     assert result.output.strip() == "error: helm not found on PATH; run `tunectl doctor`"
@@ -110,7 +133,7 @@ def test_deploy_without_helm_is_one_line(fake_tools, chart):
 def test_deploy_shows_helms_last_error_line(fake_tools, chart):
     fake_tools.add("helm", (["upgrade"], "", "history\nError: INSTALLATION FAILED: values don't meet the specifications\n", 1))
 
-    result = runner.invoke(app, ["deploy", "--chart", str(chart)])
+    result = runner.invoke(app, ["deploy", "--no-kind", "--chart", str(chart)])
 
     assert result.exit_code == 1, result.output
     assert result.output.strip() == (
@@ -121,7 +144,7 @@ def test_deploy_shows_helms_last_error_line(fake_tools, chart):
 def test_deploy_rejects_a_set_without_equals(fake_tools, chart):
     fake_tools.add("helm")
 
-    result = runner.invoke(app, ["deploy", "--chart", str(chart), "--set", "worker.gpus"])
+    result = runner.invoke(app, ["deploy", "--no-kind", "--chart", str(chart), "--set", "worker.gpus"])
 
     assert result.exit_code == 1, result.output
     assert "--set takes key=value, but got 'worker.gpus'" in result.output
