@@ -20,6 +20,16 @@ def invoke(*args: str):
 
 def test_up_creates_the_cluster_with_the_rendered_config(fake_tools, tmp_path, monkeypatch):
     fake_tools.add("kind", (["get", "clusters"], "other\n", "", 0))
+    # Keep a copy of the config kind was given: tunectl deletes its temp file.
+    seen = tmp_path / "seen-config.yaml"
+    script = fake_tools.bin / "kind"
+    script.write_text(
+        script.read_text().replace(
+            "for prefix",
+            f"if '--config' in sys.argv:\n    import shutil\n"
+            f"    shutil.copy(sys.argv[sys.argv.index('--config') + 1], {str(seen)!r})\nfor prefix",
+        )
+    )
     monkeypatch.chdir(tmp_path)
 
     result = invoke("up", "--name", "search")
@@ -31,6 +41,8 @@ def test_up_creates_the_cluster_with_the_rendered_config(fake_tools, tmp_path, m
     assert calls[1][5] == "--config" and calls[1][6].endswith("kind-config.yaml")
     assert len(calls) == 2
     assert (tmp_path / "shared").is_dir(), "up makes the host folder so docker does not make it as root"
+    config = yaml.safe_load(seen.read_text())
+    assert [m["hostPath"] for node in config["nodes"] for m in node["extraMounts"]] == [str((tmp_path / "shared").resolve())] * 3
 
 
 def test_up_skips_an_existing_cluster(fake_tools):
