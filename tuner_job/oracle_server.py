@@ -348,6 +348,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         await server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.store.flush_now()  # status.json says "running" from the first moment
         self._reaper = asyncio.get_running_loop().create_task(self._reap_leases())
         self._server = server
         if self._search_done() and self.oracle.trials:

@@ -39,7 +39,7 @@ def public_values(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_values(values: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in public_values(values).items())
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(public_values(values).items()))
 
 
 def _format_logs(logs: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 from tuner_job import _kt
 from tuner_job.config import SearchConfig
@@ -21,6 +22,8 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
     from tuner_job.data import as_tf_datasets, load_image_folder
     from tuner_job.hypermodels import load_hypermodel
 
+    # tf.data is shuffled already; Keras warns that its own shuffle is ignored.
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     started = time.monotonic()
     client = OracleClient(role.address, role.tuner_id, paths, config.chief_wait_seconds, rpc_timeout=max(10.0, config.lease_seconds))
     try:

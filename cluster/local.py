@@ -1,0 +1,325 @@
+"""`tunectl local`: the chief, N workers and TensorBoard as processes on this machine.
+
+`LocalSearch` plays Kubernetes: it starts every process with the environment
+the chart gives its pods, streams their logs with a role prefix, restarts a
+crashed process under the same tuner id (bounded, like a Job's backoff), and
+stops them all on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cluster.errors import LauncherError, user_errors
+from tuner_job.config import SearchConfig, dump_config
+from tuner_job.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SEARCH_FAILED
+from tuner_job.layout import RunPaths, read_json
+
+__all__ = ["LocalSearch", "free_port"]
+
+# Lines TensorFlow prints at every start that tell a user nothing.
+_NOISE = re.compile(r"^(WARNING: All log messages before absl|I0000 |E0000 |W0000 |To enable the following instructions|.*oneDNN custom operations|.*cuda_(dnn|blas|fft)|.*computation placer|.*Unable to register cu|.*rebuild TensorFlow with)")
+_COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
+
+
+def _console() -> Console:
+    """Wide enough for a log line and the leaderboard when piped to a file."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    colour: str
+    restartable: bool = True
+    process: subprocess.Popen[str] | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+    reader: threading.Thread | None = None
+    log_lines: list[str] = field(default_factory=list)
+
+
+class LocalSearch:
+    def __init__(
+        self,
+        config: SearchConfig,
+        shared_dir: Path,
+        workers: int,
+        *,
+        fresh: bool = False,
+        port: int | None = None,
+        tensorboard_port: int | None = 6006,
+        max_restarts: int = 3,
+        console: Console | None = None,
+        progress: bool = True,
+    ):
+        self.config = config
+        self.shared_dir = shared_dir.resolve()
+        self.paths = RunPaths(self.shared_dir, config.run)
+        self.workers = workers
+        self.fresh = fresh
+        self.port = port or free_port()
+        self.tensorboard_port = tensorboard_port
+        self.max_restarts = max_restarts
+        self.console = console or _console()
+        self.show_progress = progress
+        self.children: dict[str, Child] = {}
+        self._lock = threading.Lock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="tunectl-")
+        self.config_file = Path(self._tmp.name) / "search.yaml"
+        self.config_file.write_text(dump_config(config))
+
+    # ----- processes -----------------------------------------------------
+
+    def _env(self, tuner_id: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            KERASTUNER_TUNER_ID=tuner_id,
+            KERASTUNER_ORACLE_IP="127.0.0.1",  # locally the chief binds loopback only
+            KERASTUNER_ORACLE_PORT=str(self.port),
+            TUNER_CONFIG=str(self.config_file),
+            TUNER_SHARED_DIR=str(self.shared_dir),
+            TF_CPP_MIN_LOG_LEVEL="2",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _spawn(self, child: Child) -> None:
+        child.process = subprocess.Popen(
+            child.argv,
+            env=child.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops each child
+        )
+        child.exit_code = None
+        self._print(child, f"started (pid {child.process.pid})" + (f", restart {child.restarts}" if child.restarts else ""))
+        child.reader = threading.Thread(target=self._pump, args=(child, child.process), daemon=True)
+        child.reader.start()
+
+    def _pump(self, child: Child, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip()
+            if line and not _NOISE.match(line):
+                self._print(child, line)
+
+    def _print(self, child: Child, line: str) -> None:
+        with self._lock:
+            self.console.print(f"[{child.colour}]{child.name:>11} |[/] {line}", markup=True, highlight=False, soft_wrap=True)
+
+    def _add(self, name: str, argv: list[str], env: dict[str, str], restartable: bool = True) -> Child:
+        child = Child(name, argv, env, _COLOURS[len(self.children) % len(_COLOURS)], restartable)
+        self.children[name] = child
+        return child
+
+    def start(self) -> None:
+        python = sys.executable
+        chief_argv = [python, "-m", "tuner_job"] + (["--fresh"] if self.fresh else [])
+        self._spawn(self._add("chief", chief_argv, self._env("chief")))
+        if self.fresh:
+            self._wait_for_fresh_start()
+        for i in range(self.workers):
+            self._spawn(self._add(f"tuner{i}", [python, "-m", "tuner_job"], self._env(f"tuner{i}")))
+        if self.tensorboard_port:
+            logdir = self.paths.runs_dir
+            logdir.mkdir(parents=True, exist_ok=True)
+            tb = [python, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.tensorboard_port)]
+            self._spawn(self._add("tensorboard", tb, dict(os.environ), restartable=False))
+            self.console.print(f"TensorBoard: [bold]http://127.0.0.1:{self.tensorboard_port}/[/bold] (logs in {self.paths.logs})")
+
+    def _wait_for_fresh_start(self, timeout: float = 120.0) -> None:
+        """A fresh chief deletes the run folder: workers start once it is recreated."""
+        deadline = time.monotonic() + timeout
+        chief = self.children["chief"]
+        while time.monotonic() < deadline and chief.process and chief.process.poll() is None:
+            status = read_json(self.paths.status)
+            if status and status.get("state") == "running" and status.get("updated", 0) >= self._started_at:
+                return
+            time.sleep(0.2)
+
+    def stop(self, grace: float = 5.0) -> None:
+        for child in self.children.values():
+            if child.process and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in self.children.values():
+            if child.process:
+                try:
+                    child.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
+        self._tmp.cleanup()
+
+    # ----- supervision ---------------------------------------------------
+
+    def _should_restart(self, child: Child, code: int) -> bool:
+        if not child.restartable or code in (EXIT_OK, EXIT_SEARCH_FAILED, EXIT_BAD_INPUT):
+            return False
+        search = (read_json(self.paths.status) or {}).get("state")
+        if child.name != "chief" and search in ("completed", "failed"):
+            return False
+        return child.restarts < self.max_restarts
+
+    def _reap(self) -> int | None:
+        """Handle exited children; return the search's exit code once it is decided."""
+        chief = self.children["chief"]
+        for child in self.children.values():
+            process = child.process
+            if process is None or child.exit_code is not None or process.poll() is None:
+                continue
+            child.exit_code = process.returncode
+            if child.reader:
+                child.reader.join(timeout=2)
+            self._print(child, f"exited with code {child.exit_code}")
+            if self._should_restart(child, child.exit_code):
+                child.restarts += 1
+                self._spawn(child)
+            elif child.exit_code == EXIT_BAD_INPUT:
+                return EXIT_BAD_INPUT
+            elif child.name == "chief" and child.exit_code not in (EXIT_OK, EXIT_SEARCH_FAILED):
+                self._print(child, f"gave up after {child.restarts} restarts")
+                return child.exit_code or 1
+        if chief.exit_code is not None and chief.exit_code in (EXIT_OK, EXIT_SEARCH_FAILED):
+            workers = [c for n, c in self.children.items() if n.startswith("tuner")]
+            if all(c.exit_code is not None for c in workers):
+                return chief.exit_code
+        if chief.exit_code is None and all(c.exit_code is not None and not self._should_restart(c, c.exit_code) for n, c in self.children.items() if n.startswith("tuner")):
+            # Every worker is gone for good: the chief would wait forever.
+            if any(c.exit_code not in (EXIT_OK,) for n, c in self.children.items() if n.startswith("tuner")):
+                self._print(chief, "every worker has stopped; stopping the chief")
+                return 1
+        return None
+
+    def run(self) -> int:
+        self._started_at = time.time()
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not self.show_progress,
+            transient=False,
+        )
+        try:
+            with progress:
+                task = progress.add_task(f"run {self.config.run}", total=self.config.max_trials, best="")
+                self.start()
+                while True:
+                    code = self._reap()
+                    status = read_json(self.paths.status) or {}
+                    best = status.get("best")
+                    progress.update(
+                        task,
+                        completed=status.get("trials_done", 0),
+                        best=f"best {self.config.objective} {best['score']:.4f} (trial {best['trial_id']})" if best else "",
+                    )
+                    if code is not None:
+                        return code
+                    time.sleep(0.25)
+        except KeyboardInterrupt:
+            self.console.print("[yellow]interrupted: stopping every process[/yellow]")
+            return 130
+        finally:
+            self.stop()
+
+
+def check_inputs(config: SearchConfig, shared_dir: Path) -> None:
+    """Fail fast, before any process starts, on what the chief would reject."""
+    from tuner_job.data import list_image_folder
+    from tuner_job.errors import DataError
+
+    if not shared_dir.is_dir():
+        raise LauncherError(f"shared directory not found: {shared_dir} (create it, or make demo)")
+    try:
+        list_image_folder(shared_dir / config.data)
+    except DataError as exc:
+        raise LauncherError(str(exc)) from None
+
+
+def summarize(paths: RunPaths, console: Console, tensorboard_port: int | None) -> None:
+    from cluster.runs import print_leaderboard
+
+    print_leaderboard(paths, 10, console)
+    if (paths.best / "model.keras").is_file():
+        console.print(f"best model: {paths.best / 'model.keras'} (hyperparameters in {paths.best / 'hyperparameters.yaml'})")
+    console.print(f"results: {paths.results_json}, {paths.leaderboard_csv}")
+    console.print(f"TensorBoard logs: {paths.logs}" + (f"  (view: tensorboard --logdir {paths.runs_dir})" if tensorboard_port else ""))
+
+
+def local_command_impl(config: SearchConfig, shared_dir: Path, workers: int, fresh: bool, tensorboard_port: int | None, max_restarts: int, port: int | None) -> int:
+    check_inputs(config, shared_dir)
+    search = LocalSearch(config, shared_dir, workers, fresh=fresh, port=port, tensorboard_port=tensorboard_port, max_restarts=max_restarts)
+    console = search.console
+    console.print(f"search [bold]{config.run}[/bold]: {config.tuner}, {config.max_trials} trials, {workers} workers, oracle on 127.0.0.1:{search.port}")
+    code = search.run()
+    if code in (EXIT_OK, EXIT_SEARCH_FAILED) and search.paths.tuner.is_dir():
+        summarize(search.paths, console, tensorboard_port)
+    return code
+
+
+def local_args(config: SearchConfig, **overrides: Any) -> SearchConfig:
+    from tuner_job.config import parse_config
+
+    data = config.model_dump(mode="json")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_config(data, "command line")
+
+
+def local(
+    config: Annotated[Optional[Path], typer.Option(help="search.yaml; default: ./search.yaml if present, else the built-in defaults.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Number of worker processes.")] = 2,
+    shared_dir: Annotated[Path, typer.Option(help="The shared folder: data/ and runs/.", envvar="TUNER_SHARED_DIR")] = Path("shared"),
+    run: Annotated[Optional[str], typer.Option(help="Override the run name.")] = None,
+    max_trials: Annotated[Optional[int], typer.Option(help="Override max_trials.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override epochs.")] = None,
+    tuner: Annotated[Optional[str], typer.Option(help="Override the tuner: random, hyperband, bayesian, grid.")] = None,
+    fresh: Annotated[bool, typer.Option(help="Delete this run's folder first (otherwise an existing run resumes).")] = False,
+    tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port; 0 starts none.")] = 6006,
+    max_restarts: Annotated[int, typer.Option(min=0, help="Restarts per process before giving up, like a Job's backoffLimit.")] = 3,
+    port: Annotated[Optional[int], typer.Option(help="The oracle's port (default: a free one).")] = None,
+) -> None:
+    """Run a search on this machine: the chief, N workers and TensorBoard as processes."""
+    from tuner_job.config import SearchConfig, load_config, parse_config
+
+    with user_errors():
+        if config is None and Path("search.yaml").is_file():
+            config = Path("search.yaml")
+        overrides = {"run": run, "max_trials": max_trials, "epochs": epochs, "tuner": tuner}
+        if config is not None:
+            search = load_config(config, overrides)
+        else:
+            search = parse_config({k: v for k, v in overrides.items() if v is not None}, "command line")
+        code = local_command_impl(search, shared_dir, workers, fresh, tensorboard_port or None, max_restarts, port)
+    raise typer.Exit(code)

@@ -1,0 +1,33 @@
+"""`tunectl results`: the leaderboard of a finished or running search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cluster.errors import user_errors
+
+__all__ = ["results"]
+
+
+def results(
+    shared_dir: Annotated[Path, typer.Option(help="The shared volume (local folder).", envvar="TUNER_SHARED_DIR")] = Path("shared"),
+    run: Annotated[Optional[list[str]], typer.Option(help="Run name; repeat for two stages side by side in --plot. Default: the latest run.")] = None,
+    top: Annotated[int, typer.Option(min=1, help="How many trials to show.")] = 10,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the objective per trial and per hyperparameter to this PNG.")] = None,
+) -> None:
+    """Print the leaderboard of a finished or running search."""
+    from cluster.runs import find_run, print_leaderboard, run_objective
+
+    with user_errors():
+        runs = [find_run(shared_dir, name) for name in (run or [None])]
+        for paths in runs:
+            print_leaderboard(paths, top)
+        if plot is not None:
+            from cluster.plot import plot_runs
+
+            objective, direction = run_objective(runs[0])
+            out = plot_runs(runs, plot, objective, direction)
+            typer.echo(f"plot written to {out}")

@@ -1,0 +1,83 @@
+"""Finding runs on the shared volume and showing them: the leaderboard table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cluster.errors import LauncherError
+from tuner_job.layout import RunPaths, read_json
+from tuner_job.results import TrialRecord, collect_trials, rank
+
+__all__ = ["find_run", "leaderboard_table", "load_ranked", "run_objective"]
+
+
+def find_run(shared_dir: Path, run: str | None) -> RunPaths:
+    """The named run, or the most recent one when no name is given."""
+    runs_dir = shared_dir / "runs"
+    if run:
+        paths = RunPaths(shared_dir, run)
+        if not paths.root.is_dir():
+            known = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+            raise LauncherError(f"run {run!r} not found under {runs_dir} (runs: {', '.join(known) or 'none'})")
+        return paths
+    candidates = sorted((p for p in runs_dir.glob("*/tuner") if p.is_dir()), key=lambda p: p.stat().st_mtime) if runs_dir.is_dir() else []
+    if not candidates:
+        raise LauncherError(f"no runs under {runs_dir}: start one with `tunectl local`")
+    return RunPaths(shared_dir, candidates[-1].parent.name)
+
+
+def run_objective(paths: RunPaths) -> tuple[str, str]:
+    """The run's objective name and direction, from its status or config."""
+    status = read_json(paths.status) or {}
+    if status.get("objective"):
+        return status["objective"], status.get("direction", "min")
+    import yaml
+
+    config = yaml.safe_load(paths.config.read_text()) if paths.config.is_file() else {}
+    objective = (config or {}).get("objective", "val_loss")
+    direction = (config or {}).get("objective_direction") or ("max" if "acc" in objective else "min")
+    return objective, direction
+
+
+def load_ranked(paths: RunPaths) -> tuple[list[TrialRecord], str, str]:
+    objective, direction = run_objective(paths)
+    return rank(collect_trials(paths), direction), objective, direction
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def leaderboard_table(records: list[TrialRecord], objective: str, title: str, top: int = 10) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column, justify in (("#", "right"), ("trial", "right"), ("status", "left"), (objective, "right"), ("worker", "left"), ("secs", "right"), ("hyperparameters / error", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for i, r in enumerate(records[:top], start=1):
+        hps = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.hyperparameters.items()) if not k.startswith("tuner/"))
+        detail = hps if r.status == "COMPLETED" or not r.error else f"[red]{r.error}[/red]"
+        table.add_row(
+            str(i),
+            r.trial_id,
+            r.status,
+            "-" if r.score is None else f"{r.score:.4f}",
+            r.worker or "-",
+            "-" if r.seconds is None else f"{r.seconds:.1f}",
+            detail,
+        )
+    return table
+
+
+def print_leaderboard(paths: RunPaths, top: int = 10, console: Console | None = None) -> list[TrialRecord]:
+    console = console or Console()
+    records, objective, _ = load_ranked(paths)
+    status = read_json(paths.status) or {}
+    state = status.get("state", "unknown")
+    done = sum(1 for r in records if r.status in ("COMPLETED", "FAILED"))
+    title = f"run {paths.run}: {state}, {done}/{status.get('max_trials', '?')} trials done (top {min(top, len(records))})"
+    console.print(leaderboard_table(records, objective, title, top))
+    if status.get("message") and state == "failed":
+        console.print(f"[red]search failed:[/red] {status['message']}")
+    return records
