@@ -352,8 +352,8 @@ def narrow_space(
             note = "inactive in all top trials: unchanged" if old.conditions else "absent from the top trials: unchanged"
         else:
             new, note = _narrow_one(old, seen)
-            if old.conditions and not note:
-                note = f"conditional: active in {len(seen)} of {len(top)}"
+            if old.conditions:
+                note = "; ".join(filter(None, [f"conditional: active in {len(seen)} of {len(top)}", note]))
         narrowed[name] = new
         rows.append(NarrowRow(name, old.describe(), new.describe(), len(seen), note))
     overrides: dict[str, Any] = {}
