@@ -1,0 +1,45 @@
+"""The Dockerfiles and the shell scripts pass hadolint and shellcheck."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import REPO, require_tool
+
+DOCKERFILES = [REPO / "images" / "tuner" / "Dockerfile", REPO / "images" / "tensorboard" / "Dockerfile"]
+SHELL_SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + [REPO / ".ci" / "run"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_hadolint(dockerfile) -> None:  # noqa: ANN001
+    hadolint = require_tool("hadolint")
+    assert dockerfile.is_file()
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shellcheck() -> None:
+    shellcheck = require_tool("shellcheck")
+    assert SHELL_SCRIPTS
+    result = subprocess.run(
+        [shellcheck, *map(str, SHELL_SCRIPTS)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_images_run_the_contracted_entrypoints() -> None:
+    tuner = DOCKERFILES[0].read_text()
+    assert 'ENTRYPOINT ["python", "-m", "tuner_job"]' in tuner
+    assert '".[gpu]"' in tuner
+    tensorboard = DOCKERFILES[1].read_text()
+    assert "tensorboard==2.21.0" in tensorboard
+    for text in (tuner, tensorboard):
+        assert "USER 1000:1000" in text
+        assert ":latest" not in text
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in lines, "allow-list: ignore everything, then let the project in"
+    assert {"!pyproject.toml", "!tuner_job/"} <= set(lines)
