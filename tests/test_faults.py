@@ -1,0 +1,154 @@
+"""Fault tests (issue 4): real chief and worker processes, `kill -9` at chosen moments.
+
+Each test starts a small search on loopback (tiny images, few trials), kills a
+process at a moment picked from the workers' attempt events (`attempts/*.jsonl`)
+and checks that the search still ends the way the design promises: no trial
+lost, none trained twice, every process exits on its own with the right code.
+
+To kill a worker *during* an epoch, the hypermodel used here wraps the built-in
+one behind a layer that sleeps `FAULT_SLEEP` seconds per training batch (the
+model runs eagerly, so the sleep happens at every batch). `FAULT_FAIL=1` makes
+the same layer raise instead, for the failure-limit test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import attempt_events, trial_files
+
+pytestmark = pytest.mark.slow
+
+HYPERMODEL = '''
+import os
+import time
+
+import keras
+
+from tuner_job.hypermodels import build_toonvision
+
+
+@keras.saving.register_keras_serializable(package="faults")
+class Sleep(keras.layers.Layer):
+    """Sleeps FAULT_SLEEP seconds per training batch; raises when FAULT_FAIL=1."""
+
+    def call(self, x, training=None):
+        if training:
+            if os.environ.get("FAULT_FAIL") == "1":
+                raise RuntimeError("FAULT_FAIL: this hypermodel cannot train")
+            time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+        return x
+
+
+def build(hp, input_shape, num_classes):
+    base = build_toonvision(hp, input_shape=input_shape, num_classes=num_classes)
+    inputs = keras.Input(shape=input_shape)
+    model = keras.Model(inputs, base(Sleep()(inputs)))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        run_eagerly=True,
+    )
+    return model
+'''
+
+
+@pytest.fixture
+def slow_model(tmp_path: Path) -> str:
+    """`hypermodel:` value of the sleeping/failing wrapper around the built-in CNN."""
+    path = tmp_path / "fault_model.py"
+    path.write_text(HYPERMODEL)
+    return f"{path}:build"
+
+
+# ----- helpers ---------------------------------------------------------------
+
+
+def events(run_dir: Path, kind: str | None = None, **match: Any) -> list[dict[str, Any]]:
+    out = []
+    for event in attempt_events(run_dir):
+        if kind is not None and event.get("event") != kind:
+            continue
+        if all(event.get(k) == v for k, v in match.items()):
+            out.append(event)
+    return out
+
+
+def results_ids(run_dir: Path) -> list[str]:
+    document = json.loads((run_dir / "results.json").read_text())
+    return [t["trial_id"] for t in document["trials"]]
+
+
+def assert_results_once(run_dir: Path, expected: int | None = None) -> dict[str, Any]:
+    """results.json lists each trial exactly once (and `expected` of them)."""
+    document = json.loads((run_dir / "results.json").read_text())
+    ids = [t["trial_id"] for t in document["trials"]]
+    duplicates = [i for i, n in Counter(ids).items() if n > 1]
+    assert not duplicates, f"trials listed twice in results.json: {duplicates}"
+    assert sorted(ids) == sorted(trial_files(run_dir)), "results.json and the trial files disagree"
+    if expected is not None:
+        assert len(ids) == expected, f"results.json holds {len(ids)} trials, expected {expected}: {ids}"
+    return document
+
+
+def assert_exited(search: Any, codes: dict[str, int] | None = None) -> None:
+    """Every process this search started has exited (not killed by the fixture)."""
+    running = [name for name, proc in search.procs.items() if proc.poll() is None]
+    assert not running, f"still running: {running}\n{search.all_logs()}"
+    if codes:
+        got = {name: search.procs[name].returncode for name in codes}
+        assert got == codes, f"exit codes {got}, expected {codes}\n{search.all_logs()}"
+
+
+def wait_epoch(search: Any, worker: str, epoch: int, timeout: float = 120) -> dict[str, Any]:
+    """Wait until `worker` reports the end of epoch `epoch` (0-based) of a trial; return the event."""
+    found: list[dict[str, Any]] = []
+
+    def seen() -> bool:
+        found[:] = events(search.run_dir, "epoch", worker=worker, epoch=epoch)
+        return bool(found)
+
+    search.wait_for(seen, timeout, f"{worker} to finish epoch {epoch + 1}")
+    return found[0]
+
+
+# ----- 1. a worker killed mid-trial resumes it ---------------------------------
+
+
+def test_worker_killed_mid_epoch_resumes_from_last_epoch(search, slow_model):
+    s = search(hypermodel=slow_model, epochs=3, max_trials=3)
+    s.start("chief")
+    s.start("tuner0", FAULT_SLEEP="0.6")
+    s.start("tuner1", FAULT_SLEEP="0.6")
+    first = wait_epoch(s, "tuner0", 0)
+    trial_id = first["trial"]
+    time.sleep(0.3)  # into epoch 2, well before its end (2 batches x 0.6 s)
+    assert not events(s.run_dir, "epoch", worker="tuner0", trial=trial_id, epoch=1), "epoch 2 ended before the kill"
+    s.kill("tuner0")
+    s.start("tuner0", FAULT_SLEEP="0.6")
+    codes = s.wait_all(240)
+    assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, s.all_logs()
+
+    epochs = [e["epoch"] for e in events(s.run_dir, "epoch", trial=trial_id)]
+    assert epochs.count(0) == 1, f"trial {trial_id} trained epoch 1 again after the restart: {epochs}"
+    assert sorted(set(epochs)) == [0, 1, 2], epochs
+    assert len(epochs) < 2 * 3, epochs
+    starts = events(s.run_dir, "start", trial=trial_id)
+    assert [e["worker"] for e in starts] == ["tuner0", "tuner0"], starts
+    assert f"trial {trial_id} resumes after epoch 1 of 3" in s.log("tuner0")
+    assert trial_files(s.run_dir)[trial_id]["status"] == "COMPLETED"
+    assert_results_once(s.run_dir, 3)
+    assert_exited(s)
