@@ -152,3 +152,61 @@ def test_worker_killed_mid_epoch_resumes_from_last_epoch(search, slow_model):
     assert trial_files(s.run_dir)[trial_id]["status"] == "COMPLETED"
     assert_results_once(s.run_dir, 3)
     assert_exited(s)
+
+
+# ----- 2. a worker killed for good: its lease runs out -------------------------
+
+
+def test_worker_killed_for_good_lease_sends_trial_to_other_worker(search, slow_model):
+    s = search(hypermodel=slow_model, epochs=2, max_trials=3, lease_seconds=3)
+    s.start("chief")
+    s.start("tuner0", FAULT_SLEEP="0.5")
+    s.start("tuner1", FAULT_SLEEP="0.5")
+    trial_id = wait_epoch(s, "tuner0", 0)["trial"]
+    s.kill("tuner0")  # never restarted
+    killed_at = time.monotonic()
+    assert s.wait("chief", 180) == 0, s.all_logs()
+    assert s.wait("tuner1", 30) == 0, s.all_logs()
+    print(f"search ended {time.monotonic() - killed_at:.1f}s after the kill")
+
+    chief_log = s.log("chief")
+    assert re.search(rf"trial {trial_id}: worker tuner0 silent .*lease_seconds=3", chief_log), chief_log[-3000:]
+    starts = [e["worker"] for e in events(s.run_dir, "start", trial=trial_id)]
+    assert starts == ["tuner0", "tuner1"], starts
+    assert events(s.run_dir, "end", trial=trial_id, worker="tuner1", status="COMPLETED")
+    # The other worker continued from the backup the dead one left.
+    assert f"trial {trial_id} resumes after epoch 1 of 2" in s.log("tuner1")
+    assert {t["status"] for t in trial_files(s.run_dir).values()} == {"COMPLETED"}
+    assert_results_once(s.run_dir, 3)
+    assert_exited(s)
+
+
+# ----- 3. the chief killed mid-search and restarted ----------------------------
+
+
+def test_chief_killed_and_restarted_no_trial_trains_twice(search, slow_model):
+    s = search(hypermodel=slow_model, epochs=2, max_trials=4)
+    s.start("chief")
+    s.start("tuner0", FAULT_SLEEP="0.5")
+    s.start("tuner1", FAULT_SLEEP="0.5")
+    # Both workers mid-trial: each has finished one epoch of its current trial.
+    wait_epoch(s, "tuner0", 0)
+    wait_epoch(s, "tuner1", 0)
+    s.kill("chief")
+    time.sleep(1.0)
+    s.start("chief")
+    codes = s.wait_all(240)
+    assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, s.all_logs()
+
+    restarted = s.logs["chief"][-1].read_text()
+    assert re.search(r"resumed: \d+ trials, \d+ finished, [12] in flight", restarted), restarted[-3000:]
+    starts = [e["trial"] for e in events(s.run_dir, "start")]
+    trials = trial_files(s.run_dir)
+    assert sorted(starts) == sorted(trials), f"trainings {sorted(starts)} != trials {sorted(trials)}"
+    assert {t["status"] for t in trials.values()} == {"COMPLETED"}
+    ends = [e["trial"] for e in events(s.run_dir, "end")]
+    assert sorted(ends) == sorted(trials), ends
+    for worker in ("tuner0", "tuner1"):
+        assert "Traceback" not in s.log(worker), s.log(worker)[-3000:]
+    assert_results_once(s.run_dir, 4)
+    assert_exited(s)
