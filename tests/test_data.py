@@ -1,0 +1,81 @@
+"""The dataset cache: decoded once, shared by every process, never read half-built."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tuner_job.data import list_image_folder, load_image_folder
+from tuner_job.errors import DataError
+
+
+def _load(folder: str, queue: "multiprocessing.Queue[object]") -> None:
+    data = load_image_folder(Path(folder), (24, 16), 0.25, 3)
+    queue.put((data.x_train.shape, float(np.asarray(data.x_train).sum())))
+
+
+def test_split_is_seeded_stratified_and_cached(pristine_dataset: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "ds"
+    shutil.copytree(pristine_dataset, folder)
+    data = load_image_folder(folder, (24, 16), 0.25, 3)
+    assert data.classes == ("bossbot", "cashbot", "lawbot", "sellbot")
+    assert data.input_shape == (24, 16, 3)
+    assert len(data.y_train) + len(data.y_val) == 32
+    assert sorted(set(np.asarray(data.y_val).tolist())) == [0, 1, 2, 3]  # every class validates
+    caches = list((folder / ".cache").iterdir())
+    assert len(caches) == 1 and (caches[0] / "meta.json").is_file()
+    again = load_image_folder(folder, (24, 16), 0.25, 3)
+    assert np.array_equal(np.asarray(again.x_val), np.asarray(data.x_val))
+    load_image_folder(folder, (24, 16), 0.25, 4)  # another seed: another cache
+    assert len([p for p in (folder / ".cache").iterdir() if p.is_dir()]) == 2
+
+
+def test_concurrent_processes_build_one_cache(pristine_dataset: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "ds"
+    shutil.copytree(pristine_dataset, folder)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_load, args=(str(folder), queue)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert len(set(results)) == 1, results
+    entries = sorted(p.name for p in (folder / ".cache").iterdir())
+    assert len(entries) == 1 and not entries[0].startswith(".tmp"), entries
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda f: shutil.rmtree(f), "data folder not found"),
+        (lambda f: [p.unlink() for p in (f / "lawbot").iterdir()], "class folder .*lawbot holds no images"),
+        (lambda f: (f / "cashbot" / "cashbot_0003.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really"), "cannot decode image .*cashbot_0003.png"),
+        (lambda f: [shutil.rmtree(f / c) for c in ("lawbot", "cashbot", "sellbot")], "at least 2 class folders"),
+    ],
+)
+def test_bad_datasets_fail_clearly_and_leave_the_folder_as_it_was(pristine_dataset: Path, tmp_path: Path, damage, expected: str) -> None:
+    folder = tmp_path / "ds"
+    shutil.copytree(pristine_dataset, folder)
+    damage(folder)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(DataError, match=expected) as info:
+        load_image_folder(folder, (24, 16), 0.2, 1)
+    assert "\n" not in str(info.value)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_listing_ignores_hidden_and_other_files(pristine_dataset: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "ds"
+    shutil.copytree(pristine_dataset, folder)
+    (folder / "README.txt").write_text("hi")
+    (folder / "lawbot" / "notes.txt").write_text("hi")
+    (folder / ".cache").mkdir()
+    files = list_image_folder(folder)
+    assert list(files) == ["bossbot", "cashbot", "lawbot", "sellbot"]
+    assert all(p.suffix == ".png" for images in files.values() for p in images)
