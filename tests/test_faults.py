@@ -210,3 +210,48 @@ def test_chief_killed_and_restarted_no_trial_trains_twice(search, slow_model):
         assert "Traceback" not in s.log(worker), s.log(worker)[-3000:]
     assert_results_once(s.run_dir, 4)
     assert_exited(s)
+
+
+# ----- 4. torn state files while the chief is down -----------------------------
+
+
+def test_torn_oracle_and_trial_files_recovered_and_search_extended(search):
+    s = search(max_trials=3)
+    s.start_all(2)
+    assert s.wait_all(180) == {"chief": 0, "tuner0": 0, "tuner1": 0}, s.all_logs()
+    assert_results_once(s.run_dir, 3)
+    before = trial_files(s.run_dir)
+    assert {t["status"] for t in before.values()} == {"COMPLETED"}
+
+    # A kill mid-write of a non-atomic writer: both files cut in half.
+    oracle_file = s.run_dir / "tuner" / "oracle.json"
+    torn_id = sorted(before)[1]
+    trial_file = s.run_dir / "tuner" / f"trial_{torn_id}" / "trial.json"
+    for path in (oracle_file, trial_file):
+        text = path.read_text()
+        path.write_text(text[: len(text) // 2])
+
+    s.config["max_trials"] = 5
+    s.config_file.write_text(yaml.safe_dump(s.config))
+    # Workers first: status.json still says "completed" (3 of 3), but their
+    # config asks for 5, so they wait for the chief instead of leaving.
+    s.start("tuner0")
+    s.start("tuner1")
+    s.wait_for(lambda: "waiting for the chief" in s.log("tuner0") + s.log("tuner1"), 60, "a worker to wait for the chief")
+    s.start("chief")
+    codes = s.wait_all(180)
+    assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, s.all_logs()
+
+    restarted = s.logs["chief"][-1].read_text()
+    assert "oracle.json was torn; rebuilt from 3 trial files" in restarted, restarted[-3000:]
+    assert f"trial_{torn_id}/trial.json was torn; recovered from the journal" in restarted, restarted[-3000:]
+    after = trial_files(s.run_dir)
+    assert len(after) == 5 and {t["status"] for t in after.values()} == {"COMPLETED"}, after
+    for trial_id, trial in before.items():  # no finished trial lost or re-run
+        assert after[trial_id]["score"] == trial["score"]
+        assert after[trial_id]["hyperparameters"]["values"] == trial["hyperparameters"]["values"]
+    starts = Counter(e["trial"] for e in events(s.run_dir, "start"))
+    assert all(n == 1 for n in starts.values()) and len(starts) == 5, starts
+    json.loads(oracle_file.read_text())  # whole again
+    assert_results_once(s.run_dir, 5)
+    assert_exited(s)

@@ -30,6 +30,7 @@ __all__ = ["OracleClient", "SearchEnded"]
 
 log = logging.getLogger("tuner_job.worker")
 
+_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 1000)]
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
@@ -38,15 +39,26 @@ class SearchEnded(Exception):
 
 
 class OracleClient:
-    def __init__(self, address: str, tuner_id: str, paths: RunPaths, chief_wait_seconds: float, rpc_timeout: float = 30.0):
+    def __init__(
+        self,
+        address: str,
+        tuner_id: str,
+        paths: RunPaths,
+        chief_wait_seconds: float,
+        rpc_timeout: float = 30.0,
+        max_trials: int | None = None,
+    ):
         self.address = address
+        self.max_trials = max_trials  # this worker's config: a bigger budget revives a completed run
         self.tuner_id = tuner_id
         self.paths = paths
         self.chief_wait_seconds = chief_wait_seconds
         self.rpc_timeout = rpc_timeout
         self.search_state = "running"
         self.search_message = ""
-        self._channel = grpc.insecure_channel(address)
+        # gRPC backs off up to 120 s between reconnects: a worker that waited
+        # for an absent chief would find it that late. Retry every second.
+        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._stub = _kt.pb_grpc.OracleStub(self._channel)
         self._lock = threading.Lock()
 
@@ -64,6 +76,10 @@ class OracleClient:
 
     def _ended_on_disk(self) -> bool:
         status = read_json(self.paths.status) or {}
+        if status.get("state") == "completed" and self.max_trials is not None and self.max_trials > int(status.get("max_trials") or 0):
+            # The run completed with a smaller budget: a chief restarted with
+            # this config extends it, so wait for that chief instead of leaving.
+            return False
         if status.get("state") in ("completed", "failed"):
             self.search_state, self.search_message = status["state"], status.get("message", "")
             return True
@@ -104,7 +120,8 @@ class OracleClient:
         started = time.monotonic()
         if self._ended_on_disk():
             self.raise_if_ended()
-        self._call(self._stub.GetSpace, _kt.pb.GetSpaceRequest(), timeout=min(self.chief_wait_seconds, 10.0))
+        # Short attempts, so that the first "waiting for the chief" line comes early.
+        self._call(self._stub.GetSpace, _kt.pb.GetSpaceRequest(), timeout=min(self.chief_wait_seconds, 2.0))
         waited = time.monotonic() - started
         if waited > 1:
             log.info("%s: chief at %s answered after %.0fs", self.tuner_id, self.address, waited)

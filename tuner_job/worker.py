@@ -25,7 +25,7 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
     # tf.data is shuffled already; Keras warns that its own shuffle is ignored.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     started = time.monotonic()
-    client = OracleClient(role.address, role.tuner_id, paths, config.chief_wait_seconds, rpc_timeout=max(10.0, config.lease_seconds))
+    client = OracleClient(role.address, role.tuner_id, paths, config.chief_wait_seconds, rpc_timeout=max(10.0, config.lease_seconds), max_trials=config.max_trials)
     try:
         client.wait_for_chief()
         data = load_image_folder(paths.shared_dir / config.data, config.image_size, config.validation_split, config.seed)
