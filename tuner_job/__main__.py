@@ -6,9 +6,10 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from tuner_job.errors import EXIT_BAD_INPUT, TunerJobError
+from tuner_job.errors import EXIT_CRASH, TunerJobError
 
 __all__ = ["main"]
 
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # A bug or a lost volume, not a verdict on the search: exit with a code
+        # that Kubernetes and `tunectl local` retry (1 means "search failed").
+        traceback.print_exc()
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":

@@ -150,14 +150,16 @@ async def _serve(config: SearchConfig, paths: RunPaths, role: Role, oracle: Any,
 
 
 def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = False) -> int:
-    from tuner_job.data import load_image_folder
+    from tuner_job.data import list_image_folder, load_image_folder
     from tuner_job.hypermodels import load_hypermodel
     from tuner_job.tensorboard_logs import write_experiment_config
 
     started = time.monotonic()
-    data = load_image_folder(paths.shared_dir / config.data, config.image_size, config.validation_split, config.seed)
-    build = load_hypermodel(config.hypermodel, data.input_shape, data.num_classes)
+    folder = paths.shared_dir / config.data
+    classes = list_image_folder(folder)
+    build = load_hypermodel(config.hypermodel, (*config.image_size, 3), len(classes))
     oracle = build_oracle(config, build)  # builds the model: a bad hypermodel fails here, before any write
+    load_image_folder(folder, config.image_size, config.validation_split, config.seed)  # the cache, for the workers
     _prepare_run(config, paths, fresh)
     metrics = sorted({config.objective, "val_loss", "val_accuracy", "loss", "accuracy"})
     write_experiment_config(paths.logs, oracle.hyperparameters, metrics)

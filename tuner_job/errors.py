@@ -18,12 +18,14 @@ __all__ = [
     "EXIT_SEARCH_FAILED",
     "EXIT_BAD_INPUT",
     "EXIT_CHIEF_UNREACHABLE",
+    "EXIT_CRASH",
 ]
 
 EXIT_OK = 0
 EXIT_SEARCH_FAILED = 1  # the search ended without completing (failure limit)
 EXIT_BAD_INPUT = 2  # config, dataset or hypermodel is wrong: retrying will not help
 EXIT_CHIEF_UNREACHABLE = 3  # a worker gave up waiting for the chief
+EXIT_CRASH = 70  # an unexpected error (EX_SOFTWARE): worth a restart
 
 
 class TunerJobError(Exception):

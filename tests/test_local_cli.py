@@ -1,0 +1,65 @@
+"""`tunectl local` and `tunectl results`, end to end, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, small_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_tunectl_local_runs_a_search_and_prints_the_leaderboard(shared: Path, tmp_path: Path) -> None:
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump(small_config(run="cli", max_trials=3)))
+    result = subprocess.run(
+        [sys.executable, "-m", "cluster", "local", "--config", str(config), "--shared-dir", str(shared), "--workers", "2",
+         "--max-trials", "4", "--tensorboard-port", "0", "--fresh"],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+    for prefix in ("chief |", "tuner0 |", "tuner1 |"):
+        assert prefix in out, prefix
+    assert "run cli: completed, 4/4 trials done" in out, out[-3000:]
+    assert "best model: " in out and "model.keras" in out
+    status = json.loads((shared / "runs" / "cli" / "status.json").read_text())
+    assert status["trials_done"] == 4 and status["max_trials"] == 4  # --max-trials overrode the file
+
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    shown = CliRunner().invoke(app, ["results", "--shared-dir", str(shared)], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "run cli: completed" in shown.output and shown.output.count("COMPLETED") == 4, shown.output
+    missing = CliRunner().invoke(app, ["results", "--shared-dir", str(shared), "--run", "nope"])
+    assert missing.exit_code == 1 and "run 'nope' not found" in missing.output
+
+
+def test_data_synth_writes_four_suits(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--per-class", "3", "--size", "30", "12"])
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    assert sorted(p.name for p in out.iterdir()) == ["bossbot", "cashbot", "lawbot", "sellbot"]
+    with Image.open(out / "lawbot" / "lawbot_0002.png") as image:
+        assert image.size == (12, 30)
+    bad = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--size", "4", "4"])
+    assert bad.exit_code == 1 and "at least 8x8" in bad.output
+
+
+def test_tunectl_help_is_fast_and_imports_no_tensorflow() -> None:
+    code = "import sys, cluster.cli; sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras', 'keras_tuner') for m in sys.modules) else 0)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
