@@ -255,3 +255,56 @@ def test_torn_oracle_and_trial_files_recovered_and_search_extended(search):
     json.loads(oracle_file.read_text())  # whole again
     assert_results_once(s.run_dir, 5)
     assert_exited(s)
+
+
+# ----- 5. every trial fails: the failure limit ends the search -----------------
+
+
+def test_failure_limit_ends_every_process_with_one_line(search, slow_model):
+    s = search(hypermodel=slow_model, max_trials=6, max_consecutive_failed_trials=2)
+    s.start("chief")  # the chief builds the model but never trains it
+    s.start("tuner0", FAULT_FAIL="1")
+    s.start("tuner1", FAULT_FAIL="1")
+    exits: dict[str, float] = {}
+
+    def all_exited() -> bool:
+        for name, proc in s.procs.items():
+            if name not in exits and proc.poll() is not None:
+                exits[name] = time.time()
+        return len(exits) == len(s.procs)
+
+    s.wait_for(all_exited, 120, "every process to exit after the failure limit")
+    assert {n: p.returncode for n, p in s.procs.items()} == {"chief": 1, "tuner0": 1, "tuner1": 1}, s.all_logs()
+    last_end = max(e["time"] for e in events(s.run_dir, "end"))
+    spread = {name: round(at - last_end, 2) for name, at in exits.items()}
+    print(f"seconds from the last failed trial to each exit: {spread}")
+    assert max(spread.values()) < 15, spread
+
+    why = "consecutive trials failed (max_consecutive_failed_trials=2)"
+    chief_errors = [line for line in s.log("chief").splitlines() if line.startswith("error: ")]
+    assert len(chief_errors) == 1 and why in chief_errors[0], chief_errors
+    for worker in ("tuner0", "tuner1"):
+        lines = [line for line in s.log(worker).splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1 and lines[0].startswith("error: the search failed: ") and why in lines[0], (worker, lines, s.log(worker)[-3000:])
+
+    trials = trial_files(s.run_dir)
+    failed = sorted(t for t, trial in trials.items() if trial["status"] == "FAILED")
+    assert len(failed) >= 2 and not any(trial["status"] == "COMPLETED" for trial in trials.values()), trials
+    for trial_id in failed:
+        text = (s.run_dir / "errors" / f"trial_{trial_id}.txt").read_text()
+        assert "Traceback" in text and "fault_model.py" in text, text
+        # Keras wraps the layer's error in many lines; the last one says it all.
+        last = text.strip().splitlines()[-1]
+        assert last.startswith("RuntimeError: ") and "FAULT_FAIL: this hypermodel cannot train" in last, last
+    document = assert_results_once(s.run_dir)
+    assert document["state"] == "failed" and why in document["message"], {k: document[k] for k in ("state", "message")}
+
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    result = CliRunner().invoke(app, ["results", "--shared-dir", str(s.shared), "--run", s.config["run"]], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert result.output.count("FAILED") >= len(failed), result.output
+    assert "FAULT_FAIL" in result.output, result.output
+    assert_exited(s)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import threading
 import time
@@ -40,6 +41,13 @@ def public_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def format_values(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(public_values(values).items()))
+
+
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line, without terminal colours, at most `limit` characters."""
+    message = " ".join(line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _format_logs(logs: dict[str, Any]) -> str:
@@ -188,8 +196,11 @@ class TrialRunner:
             raise
         except Exception as exc:
             text = traceback.format_exc()
-            atomic_write_text(self.paths.error_file(trial_id), f"trial {trial_id} on {self.tuner_id}\n{text}")
-            log.error("trial %s failed: %s: %s (traceback in %s)", trial_id, type(exc).__name__, exc, self.paths.error_file(trial_id))
+            # Last line: the error in one line (`tunectl results` shows it);
+            # Keras wraps a layer's error in a many-line, coloured message.
+            summary = error_summary(exc)
+            atomic_write_text(self.paths.error_file(trial_id), f"trial {trial_id} on {self.tuner_id}\n{text}\n{summary}\n")
+            log.error("trial %s failed: %s (traceback in %s)", trial_id, summary, self.paths.error_file(trial_id))
             outcome = TrialOutcome("INVALID", {}, 0, time.monotonic() - started, 0, message=text)
         finally:
             heartbeat.stopped.set()
