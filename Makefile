@@ -60,8 +60,10 @@ test: install tools ## Run the whole test suite (unit, integration, chart).
 	$(BIN)/pytest -q
 
 .PHONY: lint
-lint: install ## Static checks: compile, yamllint, shellcheck, hadolint.
+lint: install tools ## Static checks: compile, chart lint and schema drift, yamllint, shellcheck, hadolint.
 	$(BIN)/python -m compileall -q tuner_job cluster bench tests
+	$(BIN)/python scripts/gen-values-schema.py --check
+	helm lint --strict helm/keras-tuner-cluster
 	$(BIN)/yamllint -d relaxed helm/keras-tuner-cluster/values.yaml helm/keras-tuner-cluster/ci cluster/kind
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 	$(BIN)/hadolint images/tuner/Dockerfile images/tensorboard/Dockerfile
