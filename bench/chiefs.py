@@ -1,0 +1,97 @@
+"""`python -m bench.chiefs {stock,ours} ...`: a chief hosting the same oracle, stock or ours.
+
+Both host a `RandomSearchOracle` over a space declared up front (no hypermodel
+is built), objective `val_loss`:
+
+- stock: `keras_tuner.src.distribute.oracle_chief.start_server(oracle)`, what a
+  stock KerasTuner chief runs: one serving thread, `oracle.json` rewritten on
+  every change, the per-trial display, and an exit check every 20 s.
+- ours: `tuner_job.oracle_server.OracleServer` on grpc.aio, as `tuner_job.chief` runs it.
+
+On exit it writes a small JSON report (`--report`): its CPU seconds, when the
+search ended, and when it stopped serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import time
+from pathlib import Path
+
+from bench.common import write_json
+
+
+def space():
+    from keras_tuner import HyperParameters
+
+    hp = HyperParameters()
+    hp.Int("units", min_value=8, max_value=512, step=8)
+    hp.Choice("activation", ["relu", "tanh", "gelu"])
+    hp.Float("learning_rate", min_value=1e-5, max_value=1e-1, sampling="log")
+    hp.Float("dropout", min_value=0.0, max_value=0.5)  # continuous: no two trials collide
+    return hp
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_stock(directory: Path, port: int, max_trials: int, seed: int) -> dict:
+    import keras_tuner
+    from keras_tuner.src.distribute import oracle_chief
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("val_loss", "min"), max_trials=max_trials, hyperparameters=space(), seed=seed
+    )
+    oracle._set_project_dir(str(directory), "stock")
+    os.environ["KERASTUNER_ORACLE_IP"] = "127.0.0.1"
+    os.environ["KERASTUNER_ORACLE_PORT"] = str(port)
+    oracle_chief.start_server(oracle)  # returns when it sees every tuner told STOPPED
+    return {"trials": len(oracle.trials), "completed": sum(t.status == "COMPLETED" for t in oracle.trials.values()), "serving_stopped_at": time.time()}
+
+
+async def _serve_ours(directory: Path, port: int, max_trials: int, seed: int) -> dict:
+    from tuner_job import _kt
+    from tuner_job.layout import RunPaths
+    from tuner_job.oracle_server import OracleServer
+
+    oracle = _kt.make_oracle("random", objective="val_loss", max_trials=max_trials, epochs=1, seed=seed, hyperparameters=space())
+    server = OracleServer(oracle, RunPaths(directory, "ours"), lease_seconds=600, max_consecutive_failed_trials=max_trials + 1)
+    server.restore()
+    await server.start("127.0.0.1", port)
+    await server.wait()
+    return {
+        "trials": len(oracle.trials),
+        "completed": server.counts["completed"],
+        "state": server.state,
+        "search_finished_at": server.finished_at,
+        "serving_stopped_at": time.time(),
+        "commits": server.store.commits,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chiefs")
+    parser.add_argument("kind", choices=["stock", "ours"])
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--max-trials", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--report", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    if args.kind == "stock":
+        report = run_stock(args.dir, args.port, args.max_trials, args.seed)
+    else:
+        report = asyncio.run(_serve_ours(args.dir, args.port, args.max_trials, args.seed))
+    report.update(kind=args.kind, cpu_seconds=_cpu(), exiting_at=time.time())
+    write_json(args.report, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
