@@ -42,3 +42,4 @@ from cluster.local import local as _local; app.command("local")(_local)  # noqa:
 from cluster.results_cmd import results as _results; app.command("results")(_results)  # noqa: E402,E702
 from cluster.kube import register as _register_kube; _register_kube(app)  # noqa: E402,E702  (after cluster.data: push joins its group)
 from cluster.narrow import narrow_command as _narrow; app.command("narrow")(_narrow)  # noqa: E402,E702
+from cluster.study import study_command as _study; app.command("study")(_study)  # noqa: E402,E702

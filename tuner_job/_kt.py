@@ -45,6 +45,8 @@ __all__ = [
     "oracle_state",
     "restore_oracle_state",
     "rebuild_oracle_state",
+    "value_in_space",
+    "seed_completed_trials",
 ]
 
 HyperParameters = _hp.HyperParameters
@@ -167,6 +169,89 @@ def rebuild_oracle_state(oracle: Oracle, trials: dict[str, Trial], end_order: li
     oracle._retry_queue = list(running)
     oracle.ongoing_trials = {}
     return running
+
+
+def _hp_active(hp: Any, values: dict[str, Any]) -> bool:
+    return all(condition.is_active(values) for condition in getattr(hp, "conditions", None) or ())
+
+
+def _same(a: Any, b: Any) -> bool:
+    # True == 1 in Python; a Choice of [0, 1, True] must not merge them.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)), abs(float(b)))
+        except (TypeError, ValueError):
+            return False
+    return a == b
+
+
+def value_in_space(hp: Any, value: Any) -> bool:
+    """Whether `value` is one the (possibly narrowed) hyperparameter `hp` can take.
+
+    Int and Float: within [min_value, max_value] (an Int also a whole number);
+    Choice, Boolean and Fixed: membership.
+    """
+    if isinstance(hp, (_hp.Int, _hp.Float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        low, high = float(hp.min_value), float(hp.max_value)
+        tolerance = 1e-9 * max(1.0, abs(low), abs(high))
+        if isinstance(hp, _hp.Int) and float(value) != int(value):
+            return False
+        return low - tolerance <= float(value) <= high + tolerance
+    if isinstance(hp, _hp.Boolean):
+        return isinstance(value, bool)
+    if isinstance(hp, _hp.Choice):
+        return any(_same(value, v) for v in hp.values)
+    if isinstance(hp, _hp.Fixed):
+        return _same(value, hp.value)
+    return False
+
+
+def warm_values(oracle: Oracle, values: dict[str, Any]) -> dict[str, Any] | None:
+    """`values` restricted to the oracle's space, or None when one falls outside it.
+
+    `tuner/...` entries are ignored; a conditional hyperparameter is checked
+    only where its conditions hold.
+    """
+    kept: dict[str, Any] = {}
+    for hp in oracle.hyperparameters.space:
+        if hp.name.startswith("tuner/") or not _hp_active(hp, values):
+            continue
+        if hp.name not in values or not value_in_space(hp, values[hp.name]):
+            return None
+        kept[hp.name] = values[hp.name]
+    return kept
+
+
+def seed_completed_trials(oracle: Oracle, trials: list[tuple[str, Trial, str]]) -> list[Trial]:
+    """Add earlier trials to a fresh oracle as COMPLETED observations.
+
+    `trials` holds `(new_id, old_trial, message)`; those whose values fall
+    inside the oracle's space are added under `new_id` with the old metrics
+    and score, and recorded as tried (no point is paid for twice). They are
+    not in `end_order` (this run did not end them); the caller raises
+    `max_trials` by their count. Returns the added trials.
+    """
+    added = []
+    for new_id, old, message in trials:
+        values = warm_values(oracle, dict(old.hyperparameters.values))
+        if values is None:
+            continue
+        hyperparameters = oracle.hyperparameters.copy()
+        hyperparameters.values = values
+        trial = Trial(hyperparameters=hyperparameters, trial_id=new_id, status=TrialStatus.COMPLETED, message=message)
+        trial.metrics = old.metrics
+        trial.score = old.score
+        trial.best_step = old.best_step
+        oracle.trials[new_id] = trial
+        oracle.start_order.append(new_id)
+        oracle._record_values(trial)
+        oracle._run_times[new_id] = 1
+        added.append(trial)
+    return added
 
 
 def _terminal() -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import shutil
 import time
 import warnings
@@ -15,15 +16,18 @@ import yaml
 from tuner_job import _kt
 from tuner_job.config import SearchConfig, dump_config
 from tuner_job.env import Role
-from tuner_job.errors import SearchFailedError
+from tuner_job.errors import ConfigError, SearchFailedError
 from tuner_job.layout import RunPaths, atomic_write_text, read_json
 from tuner_job.oracle_server import OracleServer
 from tuner_job.results import leaderboard_text, write_results
 from tuner_job.trial_runner import format_values, public_values
 
-__all__ = ["run_chief", "build_oracle"]
+__all__ = ["run_chief", "build_oracle", "load_warm_trials", "WARM_PREFIX"]
 
 log = logging.getLogger("tuner_job.chief")
+
+#: Trials seeded from an earlier run are `w<old id>`: the oracle's own ids are numbers.
+WARM_PREFIX = "w"
 
 
 def build_oracle(config: SearchConfig, build_model: Any) -> Any:
@@ -61,8 +65,9 @@ class BestModelExporter:
     for at most one export.
     """
 
-    def __init__(self, paths: RunPaths, build_model: Any, objective: str):
+    def __init__(self, paths: RunPaths, build_model: Any, objective: str, warm_run: RunPaths | None = None):
         self.paths = paths
+        self.warm_run = warm_run  # a seeded trial's weights stay in the run it came from
         self.build_model = build_model
         self.objective = objective
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
@@ -74,6 +79,8 @@ class BestModelExporter:
 
     def _export(self, trial: Any) -> None:
         checkpoint = self.paths.checkpoint(trial.trial_id)
+        if trial.trial_id.startswith(WARM_PREFIX) and self.warm_run is not None:
+            checkpoint = self.warm_run.checkpoint(trial.trial_id.removeprefix(WARM_PREFIX))
         if not checkpoint.is_file():
             log.warning("trial %s has no checkpoint at %s; best model not exported", trial.trial_id, checkpoint)
             return
@@ -114,7 +121,68 @@ def _prepare_run(config: SearchConfig, paths: RunPaths, fresh: bool) -> None:
     atomic_write_text(paths.config, text)
 
 
-async def _serve(config: SearchConfig, paths: RunPaths, role: Role, oracle: Any, exporter: BestModelExporter) -> OracleServer:
+def _has_state(paths: RunPaths) -> bool:
+    """Whether a previous chief of this run left state (then this is a restart)."""
+    return (paths.tuner / "oracle.json").is_file() or any(paths.tuner.glob("trial_*/trial.json"))
+
+
+def load_warm_trials(config: SearchConfig, shared_dir: Any) -> list[Any]:
+    """The COMPLETED trials (with a score) of the run `config.warm_start` names."""
+    name = config.warm_start
+    assert name is not None
+    source = RunPaths(shared_dir, name)
+    if name == config.run:
+        raise ConfigError(f"warm_start: run {name!r} is this run; name an earlier run")
+    if not source.root.is_dir():
+        raise ConfigError(f"warm_start: run {name!r} not found under {source.runs_dir}")
+    trials = []
+    for trial_file in sorted(source.tuner.glob("trial_*/trial.json")):
+        state = read_json(trial_file)
+        if not state or "trial_id" not in state:
+            continue  # torn: the other run's chief may still be writing it
+        try:
+            trial = _kt.Trial.from_state(state)
+        except (KeyError, TypeError, ValueError):
+            continue
+        score = trial.score
+        if trial.status == _kt.TrialStatus.COMPLETED and isinstance(score, (int, float)) and math.isfinite(score):
+            trials.append(trial)
+    return trials
+
+
+def _seed_warm_start(config: SearchConfig, server: OracleServer, oracle: Any, warm: list[Any]) -> None:
+    """Add the earlier run's trials that fall inside this space as COMPLETED observations."""
+    source = f"warm-start:{config.warm_start}"  # the trial's message: results show it as the worker
+    added = _kt.seed_completed_trials(oracle, [(f"{WARM_PREFIX}{t.trial_id}", t, source) for t in warm])
+    for trial in added:
+        server.store.mark_trial(trial)
+    log.info("warm start: %d of %d trials from run %s fall inside the new space", len(added), len(warm), config.warm_start)
+
+
+def _account_warm(server: OracleServer, oracle: Any) -> int:
+    """Make room for the seeded trials in the budget and let them compete for best.
+
+    Runs on a fresh start and on every restart (`max_trials` is not part of
+    the oracle's saved state). Seeded trials are not counted as trained here.
+    """
+    seeded = [t for tid, t in oracle.trials.items() if tid.startswith(WARM_PREFIX) and t.status == _kt.TrialStatus.COMPLETED]
+    if not seeded:
+        return 0
+    if oracle.max_trials is not None:
+        oracle.max_trials += len(seeded)
+    minimize = oracle.objective.direction == "min"
+    for trial in seeded:
+        score = trial.score
+        if score is None or not math.isfinite(score):
+            continue
+        if server.best is None or (score < server.best[1] if minimize else score > server.best[1]):
+            server.best = (trial.trial_id, float(score))
+    return len(seeded)
+
+
+async def _serve(
+    config: SearchConfig, paths: RunPaths, role: Role, oracle: Any, exporter: BestModelExporter, warm: list[Any] | None = None
+) -> OracleServer:
     def on_start(trial: Any, tuner_id: str) -> None:
         log.info("trial %s -> %s: %s", trial.trial_id, tuner_id, format_values(trial.hyperparameters.values))
 
@@ -139,6 +207,15 @@ async def _serve(config: SearchConfig, paths: RunPaths, role: Role, oracle: Any,
     )
     for note in server.restore():
         log.info("%s", note)
+    fresh_warm = warm is not None and not oracle.trials  # never on a restart: the state already holds them
+    if fresh_warm:
+        _seed_warm_start(config, server, oracle, warm)
+    seeded = _account_warm(server, oracle)
+    if fresh_warm:
+        server.store.flush_now()
+    if seeded:
+        log.info("%d seeded trials from run %s; max_trials %d -> %d so this run trains %d new trials",
+                 seeded, config.warm_start, oracle.max_trials - seeded, oracle.max_trials, oracle.max_trials - seeded)
     await server.start(role.oracle_host, role.oracle_port)
     log.info("oracle serving on %s:%d (%s, max_trials=%d, objective=%s)", role.oracle_host, server.port, config.tuner, config.max_trials, config.objective)
     await server.wait()
@@ -159,12 +236,16 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
     classes = list_image_folder(folder)
     build = load_hypermodel(config.hypermodel, (*config.image_size, 3), len(classes))
     oracle = build_oracle(config, build)  # builds the model: a bad hypermodel fails here, before any write
+    warm = None
+    if config.warm_start and (fresh or not _has_state(paths)):
+        warm = load_warm_trials(config, paths.shared_dir)  # a missing run fails here, before any write
     load_image_folder(folder, config.image_size, config.validation_split, config.seed)  # the cache, for the workers
     _prepare_run(config, paths, fresh)
     metrics = sorted({config.objective, "val_loss", "val_accuracy", "loss", "accuracy"})
     write_experiment_config(paths.logs, oracle.hyperparameters, metrics)
-    exporter = BestModelExporter(paths, build, config.objective)
-    server = asyncio.run(_serve(config, paths, role, oracle, exporter))
+    warm_run = RunPaths(paths.shared_dir, config.warm_start) if config.warm_start else None
+    exporter = BestModelExporter(paths, build, config.objective, warm_run)
+    server = asyncio.run(_serve(config, paths, role, oracle, exporter, warm))
     ranked = write_results(paths, config.objective, oracle.objective.direction, extra={"state": server.state, "message": server.message})
     log.info("results: %s, %s", paths.results_json, paths.leaderboard_csv)
     print(leaderboard_text(ranked, config.objective), flush=True)

@@ -70,6 +70,12 @@ def _read_attempts(paths: RunPaths) -> dict[str, list[dict[str, Any]]]:
     return events
 
 
+def _seeded_from(trial: dict[str, Any]) -> str | None:
+    """The "warm-start:<run>" label of a trial an earlier run seeded (the chief puts it in the message)."""
+    message = trial.get("message")
+    return message if isinstance(message, str) and message.startswith("warm-start:") else None
+
+
 def collect_trials(paths: RunPaths) -> list[TrialRecord]:
     """All trials of the run, in trial-id order."""
     attempts = _read_attempts(paths)
@@ -89,7 +95,7 @@ def collect_trials(paths: RunPaths) -> list[TrialRecord]:
             TrialRecord(
                 trial_id=trial_id,
                 status=str(trial.get("status")),
-                worker=last.get("worker"),
+                worker=last.get("worker") or _seeded_from(trial),
                 hyperparameters=dict((trial.get("hyperparameters") or {}).get("values") or {}),
                 metrics=_best_metrics(trial),
                 score=None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score),
