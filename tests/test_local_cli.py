@@ -63,3 +63,35 @@ def test_data_synth_writes_four_suits(tmp_path: Path) -> None:
 def test_tunectl_help_is_fast_and_imports_no_tensorflow() -> None:
     code = "import sys, cluster.cli; sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras', 'keras_tuner') for m in sys.modules) else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
+
+
+def test_ctrl_c_stops_every_child(shared: Path, tmp_path: Path) -> None:
+    import os
+    import re
+    import signal
+    import time
+
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump(small_config(run="stop", max_trials=50, epochs=5)))
+    log = tmp_path / "out.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cluster", "local", "--config", str(config), "--shared-dir", str(shared), "--workers", "2", "--tensorboard-port", "0"],
+            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "epoch 1/5" not in log.read_text():
+            time.sleep(0.5)
+        assert "epoch 1/5" in log.read_text(), log.read_text()[-3000:]
+        pids = [int(p) for p in re.findall(r"started \(pid (\d+)\)", log.read_text())]
+        assert len(pids) == 3, log.read_text()[-3000:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.5)
+    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower()]
+    assert not alive, f"children still running: {alive}"
+    assert "interrupted: stopping every process" in log.read_text()

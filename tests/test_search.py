@@ -40,6 +40,7 @@ def test_random_search_with_two_workers_completes(search) -> None:
     s = search(max_trials=6)
     s.start_all(workers=2)
     codes = s.wait_all(timeout=240)
+    all_exited = time.time()
     assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, s.all_logs()
     trials = trial_files(s.run_dir)
     assert sorted(t["status"] for t in trials.values()) == ["COMPLETED"] * 6
@@ -54,6 +55,7 @@ def test_random_search_with_two_workers_completes(search) -> None:
     status = json.loads((s.run_dir / "status.json").read_text())
     assert status["state"] == "completed" and status["trials_done"] == 6
     assert status["updated"] - last_end < 5, "the chief took long to notice the end"
+    assert all_exited - last_end < 15, f"processes lingered {all_exited - last_end:.1f}s after the last trial"
     chief_log = s.log("chief")
     assert "search completed" in chief_log and "rank" in chief_log
     for worker in ("tuner0", "tuner1"):
