@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, free_port, small_config
+from helpers import REPO, free_port, small_config
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, small_config
+from helpers import REPO, small_config
 
 pytestmark = pytest.mark.slow
 

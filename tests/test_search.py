@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import attempt_events, trial_files
+from helpers import attempt_events, trial_files
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +146,7 @@ def test_started_tensorboard_serves_the_hparams_plugin(search) -> None:
     import sys
     import urllib.request
 
-    from conftest import free_port
+    from helpers import free_port
 
     s = search(max_trials=2)
     s.start_all(workers=1)

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from conftest import CI_VALUES, helm_template, require_tool
+from chart_helpers import CI_VALUES, helm_template, require_tool
 
 
 def test_checkov_passes_every_value_set(tmp_path: Path) -> None:

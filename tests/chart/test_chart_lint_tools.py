@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import REPO, require_tool
+from chart_helpers import REPO, require_tool
 
 DOCKERFILES = [REPO / "images" / "tuner" / "Dockerfile", REPO / "images" / "tensorboard" / "Dockerfile"]
 SHELL_SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + [REPO / ".ci" / "run"]

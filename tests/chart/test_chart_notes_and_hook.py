@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CHART, NAMESPACE, by_kind_and_component, helm_template, require_tool
+from chart_helpers import CHART, NAMESPACE, by_kind_and_component, helm_template, require_tool
 
 
 def render_notes(tmp_path: Path, values: Path | None = None) -> str:

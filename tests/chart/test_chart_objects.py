@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import (
+from chart_helpers import (
     CHART,
     NAMESPACE,
     RELEASE,

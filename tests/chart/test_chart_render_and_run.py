@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import NAMESPACE, by_kind_and_component, helm_template, rendered_containers
+from chart_helpers import NAMESPACE, by_kind_and_component, helm_template, rendered_containers
 
 SEARCH = {
     "run": "chart",
