@@ -180,3 +180,21 @@ def test_started_tensorboard_serves_the_hparams_plugin(search) -> None:
     finally:
         tb.kill()
         tb.wait(10)
+
+
+def test_executions_per_trial_and_early_stopping(search) -> None:
+    s = search(max_trials=2, executions_per_trial=2, epochs=4, early_stopping_patience=1)
+    s.start_all(workers=1)
+    assert s.wait_all(timeout=180) == {"chief": 0, "tuner0": 0}, s.all_logs()
+    events = attempt_events(s.run_dir)
+    for trial_id, trial in trial_files(s.run_dir).items():
+        assert trial["status"] == "COMPLETED"
+        executions = {e["execution"] for e in events if e["event"] == "epoch" and e["trial"] == trial_id}
+        assert executions == {0, 1}, executions
+        # Both executions' best val_loss, averaged, is the trial's score.
+        per_execution = [
+            min(e["logs"]["val_loss"] for e in events if e["event"] == "epoch" and e["trial"] == trial_id and e["execution"] == x)
+            for x in (0, 1)
+        ]
+        assert trial["score"] == pytest.approx(sum(per_execution) / 2, rel=1e-5)
+    assert (s.run_dir / "logs" / f"trial_{trial_id}" / "execution_1").is_dir()
