@@ -376,8 +376,7 @@ def test_chief_exits_soon_after_the_last_trial(search):
     assert decided - last_end < 2, decided - last_end
     # The process exit adds a 1 s linger for late workers, the results, and
     # TensorFlow's own teardown at interpreter exit (3-10 s on 2 loaded cores):
-    # record the figure, and fail
-    # only on a gross regression.
+    # record the figure, and fail only on a gross regression.
     assert chief_exit - last_end < 30, chief_exit - last_end
     assert_results_once(s.run_dir, 3)
     assert_exited(s)
