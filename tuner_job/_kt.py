@@ -69,6 +69,7 @@ def make_oracle(
     hyperparameters: HyperParameters | None,
     hyperband_factor: int = 3,
     max_retries_per_trial: int = 0,
+    bayesian_initial_points: int | None = None,
 ) -> Oracle:
     """One of the four stock oracles, configured from `search.yaml`."""
     common = dict(
@@ -84,7 +85,7 @@ def make_oracle(
     if tuner == "random":
         return keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common)
     if tuner == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
+        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, num_initial_points=bayesian_initial_points, **common)
     if tuner == "grid":
         return keras_tuner.oracles.GridSearchOracle(max_trials=max_trials, **common)
     if tuner == "hyperband":

@@ -53,6 +53,7 @@ def build_oracle(config: SearchConfig, build_model: Any) -> Any:
         hyperparameters=narrowed,
         hyperband_factor=config.hyperband_factor,
         max_retries_per_trial=config.max_retries_per_trial,
+        bayesian_initial_points=config.bayesian_initial_points,
     )
     _kt.populate_space(oracle, build_model)
     return oracle

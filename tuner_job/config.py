@@ -86,6 +86,9 @@ class SearchConfig(_Strict):
     seed: int = 42
     early_stopping_patience: int | None = Field(None, ge=1)
     hyperband_factor: int = Field(3, ge=2)
+    bayesian_initial_points: int | None = Field(
+        None, ge=1, description="Random trials before the Gaussian process leads (default: 3 per hyperparameter)."
+    )
     max_consecutive_failed_trials: int = Field(3, ge=1)
     max_retries_per_trial: int = Field(0, ge=0)
     lease_seconds: float = Field(120.0, gt=0, description="A trial whose worker is silent this long goes to another worker.")
