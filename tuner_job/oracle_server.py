@@ -250,7 +250,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                 trial = self.oracle.update_trial(request.trial_id, dict(request.metrics), step=request.step)
             except ValueError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            await self.store.commit()
+            await self.store.commit(oracle=False)  # metrics live in trial.json only
         self._metadata(context)
         return _kt.pb.UpdateTrialResponse(trial=trial.to_proto())
 
