@@ -22,6 +22,8 @@ the chief's CPU time, to give the per-trial cost at 200 ... 5,000 trials.
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -116,6 +118,20 @@ def _clip(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
     return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in intervals)
 
 
+def _exit_parts(raw: dict[str, Any]) -> dict[str, float] | None:
+    """Where the chief's exit time went: last EndTrial reply -> search over -> serving stopped -> process gone."""
+    report = raw.get("chief_report") or {}
+    if not raw.get("ends") or raw.get("chief_exit_seconds") is None or not report.get("serving_stopped_at"):
+        return None
+    last = max(raw["ends"])
+    exited = last + raw["chief_exit_seconds"]
+    parts = {"serving_stopped": report["serving_stopped_at"] - last, "process_exit": exited - report["serving_stopped_at"]}
+    if report.get("search_finished_at"):
+        parts["search_finished"] = report["search_finished_at"] - last
+        parts["search_finished_to_exit"] = exited - report["search_finished_at"]
+    return parts
+
+
 def summarize(raw: dict[str, Any], trials: int) -> dict[str, Any]:
     """The figures of one capacity run, from the client's raw record."""
     workers = raw["workers"]
@@ -141,6 +157,7 @@ def summarize(raw: dict[str, Any], trials: int) -> dict[str, Any]:
         },
         "idle_answers": raw["idle_answers"],
         "chief_exit_seconds": raw.get("chief_exit_seconds"),
+        "chief_exit_parts": _exit_parts(raw),
         "chief_exit_capped_at": raw.get("chief_exit_capped_at"),
         "timed_out": raw["timed_out"],
         "errors": raw["errors"],
@@ -165,14 +182,17 @@ def summarize(raw: dict[str, Any], trials: int) -> dict[str, Any]:
 
 
 def capacity(chief: str, workers: int, train_seconds: float, trials: int, timeout: float, exit_cap: float) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     raw = run_once(chief, workers, train_seconds, trials, timeout=timeout, exit_cap=exit_cap)
     return {"config": {"chief": chief, "workers": workers, "train_seconds": train_seconds, "trials": trials, "timeout": timeout, "exit_cap": exit_cap},
-            **summarize(raw, trials)}
+            **summarize(raw, trials), "load_average_1m": [load_before, os.getloadavg()[0]]}
 
 
 def coordination(chief: str, workers: int, trials: int, milestones: list[int], window: int, timeout: float, exit_cap: float) -> dict[str, Any]:
     """T = 0: the per-trial cost (wall ms and chief CPU ms) over the `window` trials ending at each milestone."""
-    raw = run_once(chief, workers, 0.0, trials, timeout=timeout, exit_cap=exit_cap, sample_every=max(1, window // 4))
+    every = math.gcd(window, *milestones)  # the chief's CPU is sampled at every milestone and window start
+    load_before = os.getloadavg()[0]
+    raw = run_once(chief, workers, 0.0, trials, timeout=timeout, exit_cap=exit_cap, sample_every=max(1, every))
     summary = summarize(raw, trials)
     ends = sorted(raw["ends"])
     samples = {n: (t, cpu) for n, t, cpu in raw["samples"]}
@@ -196,4 +216,5 @@ def coordination(chief: str, workers: int, trials: int, milestones: list[int], w
         "timed_out": summary["timed_out"],
         "errors": summary["errors"],
         "latency_ms": summary["latency_ms"],
+        "load_average_1m": [load_before, os.getloadavg()[0]],
     }

@@ -1,0 +1,146 @@
+"""Tiny runs of each benchmark: they check the machinery and the results' structure, never timing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import capacity, overhead, report  # noqa: E402
+
+
+def test_simulated_workers_do_not_import_tensorflow() -> None:
+    code = (
+        "import sys; import bench.sim_workers as s; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, sorted(m for m in sys.modules if 'tensor' in m or 'keras' in m); "
+        "print(s.pb.CreateTrialRequest.DESCRIPTOR.full_name)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "keras_tuner.CreateTrialRequest"
+
+
+@pytest.mark.parametrize("chief", ["stock", "ours"])
+def test_capacity_tiny(chief: str) -> None:
+    cap = 3 if chief == "stock" else 30  # stock may sleep 20 s before it looks again; ours ends by itself
+    run = capacity.capacity(chief, workers=4, train_seconds=0.05, trials=12, timeout=90, exit_cap=cap)
+    assert run["config"] == {"chief": chief, "workers": 4, "train_seconds": 0.05, "trials": 12, "timeout": 90, "exit_cap": cap}
+    assert not run["timed_out"] and run["errors"] == []
+    assert run["trials_ended"] == run["trials_requested"] == 12
+    assert run["workers_served"] == 4
+    assert run["trials_per_s"] > 0 and 0 < run["utilisation"] <= 1
+    for name in ("CreateTrial", "UpdateTrial", "EndTrial"):
+        lat = run["latency_ms"][name]
+        assert lat["n"] >= 12 and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    # Either it exited (and we know when), or it was still up at the cap.
+    assert (run["chief_exit_seconds"] is not None and run["chief_exit_seconds"] >= 0) or run["chief_exit_capped_at"] == cap
+    if chief == "ours":
+        assert run["chief_exit_seconds"] is not None
+        assert run["chief_exit_parts"]["search_finished_to_exit"] >= 0
+    assert run["chief_cpu_ms_per_trial"] > 0
+
+
+@pytest.mark.parametrize("chief", ["stock", "ours"])
+def test_coordination_tiny(chief: str) -> None:
+    run = capacity.coordination(chief, workers=3, trials=200, milestones=[100, 200], window=50, timeout=120, exit_cap=3)
+    assert run["trials_ended"] == 200 and run["workers_served"] == 3
+    assert [p["trials"] for p in run["points"]] == [100, 200]
+    for point in run["points"]:
+        assert point["wall_ms_per_trial"] > 0
+        assert point["chief_cpu_ms_per_trial"] is not None and point["chief_cpu_ms_per_trial"] >= 0
+
+
+def test_summarize_steady_window() -> None:
+    """Two workers, two 1 s trials each; worker 1 starts late: the steady window starts then."""
+    raw = {
+        "workers": 2, "started": 0.0, "finished": 3.0, "ends": [1.0, 1.5, 2.0, 2.5],
+        "train": [[(0.0, 1.0), (1.0, 2.0)], [(0.5, 1.5), (1.5, 2.5)]],
+        "latency_ms": {"CreateTrial": [1.0, 2.0], "UpdateTrial": [1.0], "EndTrial": [1.0]},
+        "idle_answers": 0, "timed_out": False, "errors": [], "client_cpu_seconds": 0.1, "loop_lag_ms": [0.1],
+        "ready_seconds": 0.0, "samples": [],
+    }
+    s = capacity.summarize(raw, 4)
+    assert s["trials_ended"] == 4 and s["workers_served"] == 2
+    assert s["wall_seconds"] == pytest.approx(2.5)
+    assert s["utilisation"] == pytest.approx(4.0 / (2 * 2.5))
+    assert s["steady"]["window_seconds"] == pytest.approx(1.0)  # 0.5 (worker 1 busy) .. 1.5 (last start)
+    assert s["steady"]["utilisation"] == pytest.approx(1.0)
+
+
+def test_analyse_worker() -> None:
+    timings = {"t0": 0.0, "exit": 20.0, "events": [
+        ["chief", 1.0, 2.0], ["data", 2.0, 3.0], ["ask", 3.0, 4.0],
+        ["trial", 4.0, 8.0], ["build", 4.0, 4.5], ["fit", 4.5, 8.0], ["saving", 5.0, 5.1], ["finish", 8.0, 8.5],
+        ["ask", 8.5, 8.6], ["trial", 8.6, 12.0], ["build", 8.6, 9.0], ["fit", 9.0, 12.0], ["finish", 12.0, 12.4], ["wait", 12.4, 15.0],
+    ]}
+    w = overhead.analyse_worker(timings)
+    assert w["trials"] == 2
+    assert w["startup_seconds"] == pytest.approx(4.0)
+    assert w["startup_parts"]["wait_for_chief"] == pytest.approx(1.0) and w["startup_parts"]["data"] == pytest.approx(1.0)
+    assert w["window_seconds"] == pytest.approx(8.4)  # first trial handed out .. last report done
+    assert w["fit_seconds"] == pytest.approx(6.5)
+    assert w["outside_fit_parts"]["build_compile"] == pytest.approx(0.9)
+    assert w["outside_fit_parts"]["report_and_cleanup"] == pytest.approx(0.9)
+    assert w["outside_fit_parts"]["ask"] == pytest.approx(0.1)
+    assert w["outside_fit_share"] == pytest.approx((8.4 - 6.5) / 8.4)
+
+
+@pytest.mark.slow
+def test_overhead_tiny(tmp_path: Path) -> None:
+    run = overhead.run_demo(workers=1, trials=2, epochs=1, per_class=6, size=(24, 16), timeout=240, workdir=tmp_path)
+    assert not run["timed_out"], run["logs"]
+    assert set(run["exit_codes"].values()) == {0}, run["logs"]
+    assert run["trials_completed"] == 2
+    w = run["workers"]["tuner0"]
+    assert w["trials"] == 2
+    assert w["startup_seconds"] > 0 and w["fit_seconds"] > 0
+    assert 0 < w["outside_fit_share"] < 1
+    assert set(w["outside_fit_parts"]) == {"ask", "build_compile", "hparams_summary", "report_and_cleanup", "other"}
+    assert run["chief_exit_seconds"] is not None and run["chief_exit_seconds"] >= 0
+
+
+def test_cli_input_section_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "input", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    inp = results["input"]
+    assert inp["images"] == 16 and inp["config"]["image_size"] == [60, 20]
+    for way in ("cache", "decode"):
+        assert inp[way]["images_read"] == 16 and inp[way]["images_per_s"] > 0
+    assert inp["speedup"] > 0
+    assert [t["target"] for t in results["targets"]] == ["input: cache vs decode every trial"]
+    assert "Input pipeline" in proc.stdout and "image_dataset_from_directory" in proc.stdout
+
+
+def test_report_renders_every_section() -> None:
+    cap_run = {
+        "config": {"chief": "ours", "workers": 2, "train_seconds": 1.0, "trials": 4},
+        "trials_ended": 4, "trials_per_s": 2.0, "utilisation": 0.9, "steady": {"trials_per_s": 2.0, "utilisation": 0.97},
+        "workers_served": 2, "latency_ms": {n: {"p50": 1.0, "p99": 2.0} for n in ("CreateTrial", "UpdateTrial", "EndTrial")},
+        "chief_cpu_ms_per_trial": 3.0, "chief_exit_seconds": 1.2, "chief_exit_capped_at": None, "client_cpu_share": 0.1,
+    }
+    stock_run = dict(cap_run, config=dict(cap_run["config"], chief="stock"), trials_per_s=0.4, chief_exit_seconds=None, chief_exit_capped_at=22)
+    results = {
+        "capacity": [stock_run, cap_run],
+        "coordination": [{"config": {"chief": "ours", "workers": 8, "window": 100, "trials": 300}, "trials_ended": 300,
+                          "points": [{"trials": 200, "wall_ms_per_trial": 4.0, "chief_cpu_ms_per_trial": 3.0},
+                                     {"trials": 300, "wall_ms_per_trial": 4.4, "chief_cpu_ms_per_trial": 3.3}]}],
+        "input": {"error": "RuntimeError: boom"},
+    }
+    results["targets"] = report.targets(results)
+    text = report.render(results)
+    assert ">= 22" in text and "Input pipeline: RuntimeError: boom" in text
+    by = {t["target"]: t for t in results["targets"]}
+    assert by["throughput vs stock at M=2 (whole run)"]["value"] == pytest.approx(5.0)
+    assert by["per-trial cost (chief CPU) at 300 vs 200 trials"]["met"] is True
