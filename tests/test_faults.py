@@ -310,6 +310,13 @@ def test_failure_limit_ends_every_process_with_one_line(search, slow_model):
     assert "FAULT_FAIL" in result.output, result.output
     assert_exited(s)
 
+    # A restart (Kubernetes restarts a chief that exited 1) does not undo the
+    # failure: the chief fails again at once instead of serving a dead search.
+    restarted = s.start("chief")
+    assert restarted.wait(60) == 1, s.log("chief")[-3000:]
+    assert "this run had failed" in s.log("chief"), s.log("chief")[-3000:]
+    assert_results_once(s.run_dir)
+
 
 # ----- 6. workers and an absent chief ------------------------------------------
 

@@ -83,6 +83,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         self.health = HealthServicer()
         self.started_at = time.time()
         self.finished_at: float | None = None
+        self._restored_failure: str | None = None
 
     # ----- state ---------------------------------------------------------
 
@@ -131,6 +132,13 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         server = loaded.server_state or {}
         self.consecutive_failures = int(server.get("consecutive_failures", 0))
         self.exhausted = bool(server.get("exhausted", False))
+        if server.get("state") == "failed" and self.consecutive_failures >= self.max_consecutive_failed_trials:
+            # A restart does not undo a failed search (Kubernetes restarts a chief
+            # that exited 1): it fails again at once. Raising the limit resumes it.
+            self._restored_failure = str(server.get("message") or "the search had failed")
+            notes.append(
+                f"this run had failed ({self._restored_failure}); raise max_consecutive_failed_trials to resume it, or start it --fresh"
+            )
         for trial_id in self.oracle.end_order:
             trial = self.oracle.trials.get(trial_id)
             if trial is not None and trial.status in _TERMINAL:
@@ -351,7 +359,9 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         self.store.flush_now()  # status.json says "running" from the first moment
         self._reaper = asyncio.get_running_loop().create_task(self._reap_leases())
         self._server = server
-        if self._search_done() and self.oracle.trials:
+        if self._restored_failure is not None:
+            self._finish("failed", self._restored_failure)
+        elif self._search_done() and self.oracle.trials:
             self._finish("completed", self._summary())
         return server
 
