@@ -59,7 +59,7 @@ def leaderboard_table(records: list[TrialRecord], objective: str, title: str, to
         hps = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.hyperparameters.items()) if not k.startswith("tuner/"))
         detail = hps if r.status == "COMPLETED" or not r.error else f"[red]{r.error}[/red]"
         table.add_row(
-            str(i),
+            str(i) if r.status == "COMPLETED" else "-",
             r.trial_id,
             r.status,
             "-" if r.score is None else f"{r.score:.4f}",

@@ -160,8 +160,9 @@ def leaderboard_text(records: list[TrialRecord], objective: str, top: int = 10) 
     for i, r in enumerate(records[:top], start=1):
         score = "-" if r.score is None else f"{r.score:.4f}"
         secs = "-" if r.seconds is None else f"{r.seconds:.1f}"
+        place = str(i) if r.status == "COMPLETED" else "-"
         hps = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(r.hyperparameters.items()) if not k.startswith("tuner/")
         )
-        lines.append(f"{i:>4}  {r.trial_id:>6}  {r.status:<9}  {score:>12}  {r.worker or '-':<8}  {secs:>7}  {hps}")
+        lines.append(f"{place:>4}  {r.trial_id:>6}  {r.status:<9}  {score:>12}  {r.worker or '-':<8}  {secs:>7}  {hps}")
     return "\n".join(lines)
