@@ -38,20 +38,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, nargs="+", default=[8, 64, 256], help="M, simulated workers per capacity run")
     p.add_argument("--train-seconds", type=float, default=1.0, help="T, each simulated trial's training time")
     p.add_argument("--trials-per-worker", type=int, default=8, help="trials per capacity run = M x this")
-    p.add_argument("--exit-cap", type=float, default=22.0, help="wait at most this long for a chief to exit after the last trial")
+    p.add_argument("--exit-cap", type=float, default=21.0, help="wait at most this long for a chief to exit after the last trial")
     p.add_argument("--coordination-trials", type=int, default=5000)
     p.add_argument("--coordination-stock-trials", type=int, default=2000, help="the stock chief slows with the search; it runs fewer")
     p.add_argument("--coordination-workers", type=int, default=8)
     p.add_argument("--demo-workers", type=int, default=2)
     p.add_argument("--demo-trials", type=int, default=6)
-    p.add_argument("--demo-epochs", type=int, default=2)
+    p.add_argument("--demo-epochs", type=int, default=4)
+    p.add_argument("--demo-per-class", type=int, default=60, help="as `make demo` synthesizes")
     p.add_argument("--input-per-class", type=int, default=50, help="images per class (4 classes) for the input benchmark")
     p.add_argument("--input-size", type=int, nargs=2, default=(600, 200), metavar=("HEIGHT", "WIDTH"))
     args = p.parse_args(argv)
     if args.quick:
-        args.workers, args.train_seconds, args.trials_per_worker, args.exit_cap = [4], 0.05, 3, 22.0
+        args.workers, args.train_seconds, args.trials_per_worker, args.exit_cap = [4], 0.05, 3, 21.0
         args.coordination_trials, args.coordination_stock_trials, args.coordination_workers = 300, 300, 4
-        args.demo_workers, args.demo_trials, args.demo_epochs = 1, 2, 1
+        args.demo_workers, args.demo_trials, args.demo_epochs, args.demo_per_class = 1, 2, 1, 8
         args.input_per_class, args.input_size = 4, (60, 20)
     return args
 
@@ -82,8 +83,8 @@ def run_coordination(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]
 
 
 def run_overhead(args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    log(f"overhead: demo search, {args.demo_workers} workers, {args.demo_trials} trials x {args.demo_epochs} epochs")
-    return ovh.run_demo(workers=args.demo_workers, trials=args.demo_trials, epochs=args.demo_epochs, timeout=480)
+    log(f"overhead: demo search, {args.demo_workers} workers, {args.demo_trials} trials x {args.demo_epochs} epochs, {args.demo_per_class} images/class")
+    return ovh.run_demo(workers=args.demo_workers, trials=args.demo_trials, epochs=args.demo_epochs, per_class=args.demo_per_class, timeout=480)
 
 
 def run_input(args: argparse.Namespace, log: Any) -> dict[str, Any]:

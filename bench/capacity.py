@@ -11,7 +11,9 @@ Figures per run (see `summarize`):
   from the last worker's first training start to the last training start);
 - worker utilisation: time in "training" (the sleep) over M x wall time, for
   the whole run and the steady window;
-- workers served (at least one trial), RPC latency p50/p99 per RPC;
+- workers served (at least one trial), RPC latency p50/p99 per RPC (CreateTrial
+  counts the calls that returned a trial; the calls that found the budget spent
+  are "CreateTrial (no trial)": ours holds them until the search ends);
 - the chief's CPU per trial and its exit delay; the client's own CPU load and
   event-loop lag (the client must not be the bottleneck).
 

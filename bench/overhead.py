@@ -1,7 +1,7 @@
 """Trial overhead: where a worker's wall time goes in the demo search (real TensorFlow).
 
-Runs the demo search (`examples/demo.yaml`: synthetic 120x40 images, 24 per
-class, random search) with our chief (`python -m tuner_job`) and W workers
+Runs the demo search as `make demo` does (`examples/demo.yaml`: synthetic
+120x40 images, 60 per class, 6 trials x 4 epochs, random search) with our chief (`python -m tuner_job`) and W workers
 (`bench.instrumented_worker`, the same worker with timers). Per worker:
 
 - start-up: process start -> its first trial handed out, split into
@@ -80,7 +80,7 @@ def analyse_worker(timings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_demo(workers: int = 2, trials: int = 6, epochs: int = 2, per_class: int = 24, size: tuple[int, int] = (120, 40), timeout: float = 400, workdir: Path | None = None) -> dict[str, Any]:
+def run_demo(workers: int = 2, trials: int = 6, epochs: int = 4, per_class: int = 60, size: tuple[int, int] = (120, 40), timeout: float = 400, workdir: Path | None = None) -> dict[str, Any]:
     from cluster.synth import synthesize
 
     own_tmp = workdir is None

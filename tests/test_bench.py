@@ -39,6 +39,8 @@ def test_capacity_tiny(chief: str) -> None:
     for name in ("CreateTrial", "UpdateTrial", "EndTrial"):
         lat = run["latency_ms"][name]
         assert lat["n"] >= 12 and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert run["latency_ms"]["CreateTrial"]["n"] == 12  # the calls that got a trial
+    assert run["latency_ms"]["CreateTrial (no trial)"]["n"] >= 4  # every worker was told STOPPED
     # Either it exited (and we know when), or it was still up at the cap.
     assert (run["chief_exit_seconds"] is not None and run["chief_exit_seconds"] >= 0) or run["chief_exit_capped_at"] == cap
     if chief == "ours":
