@@ -139,15 +139,54 @@ def values_hash(oracle: Oracle, values: dict[str, Any]) -> str:
     return oracle._compute_values_hash(values)
 
 
+# Parts of the oracle's state that grow with the search and that the trial
+# files and the journal already hold. `oracle.json` leaves them out, so saving
+# it costs the same at trial 5,000 as at trial 50; a restart derives them.
+_DERIVED = ("start_order", "end_order", "tried_so_far", "id_to_hash")
+WARM_START_PREFIX = "warm-start:"
+
+
 def oracle_state(oracle: Oracle) -> dict[str, Any]:
-    """The oracle's own state (what stock `oracle.json` holds)."""
-    return oracle.get_state()
+    """The oracle's state for `oracle.json`, without what `_DERIVED` names."""
+    saved = (oracle.start_order, oracle.end_order, oracle._tried_so_far, oracle._id_to_hash, oracle._run_times)
+    in_flight = [t.trial_id for t in oracle.ongoing_trials.values()] + list(oracle._retry_queue)
+    oracle.start_order, oracle.end_order, oracle._tried_so_far, oracle._id_to_hash = [], [], set(), {}
+    oracle._run_times = {t: saved[4][t] for t in in_flight if t in saved[4]}  # retries already spent
+    try:
+        state = oracle.get_state()
+    finally:
+        oracle.start_order, oracle.end_order, oracle._tried_so_far, oracle._id_to_hash, oracle._run_times = saved
+    for key in _DERIVED:
+        state.pop(key, None)
+    return state
 
 
-def restore_oracle_state(oracle: Oracle, state: dict[str, Any], trials: dict[str, Trial]) -> None:
-    """Load `state` without re-queueing in-flight trials (stock `reload` does)."""
+def _trial_order(trial_id: str) -> tuple[int, int, str]:
+    digits = trial_id.lstrip("w")
+    return (0 if trial_id.startswith("w") else 1, int(digits) if digits.isdigit() else 0, trial_id)
+
+
+def restore_oracle_state(oracle: Oracle, state: dict[str, Any], trials: dict[str, Trial], end_order: list[str]) -> None:
+    """Load `oracle.json` plus what the trials and the journal hold.
+
+    Unlike stock `reload`, in-flight trials stay with their owners.
+    """
+    state = copy.deepcopy(state)
+    ids = sorted(trials, key=_trial_order)
+    journaled = [t for t in end_order if t in trials]
+    seen = set(journaled)
+    ended = journaled + [
+        t for t in ids
+        if t not in seen and trials[t].status in _terminal() and not str(trials[t].message or "").startswith(WARM_START_PREFIX)
+    ]
+    hashes = {t: oracle._compute_values_hash(trials[t].hyperparameters.values) for t in ids}
+    state.setdefault("start_order", ids)
+    state.setdefault("end_order", ended)
+    state["tried_so_far"] = sorted(set(hashes.values()) | set(state.get("tried_so_far", ())))
+    state["id_to_hash"] = {**hashes, **state.get("id_to_hash", {})}
+    state["run_times"] = {**{t: 1 for t in ended}, **state.get("run_times", {})}
     oracle.trials = dict(trials)
-    oracle.set_state(copy.deepcopy(state))
+    oracle.set_state(state)
 
 
 def rebuild_oracle_state(oracle: Oracle, trials: dict[str, Trial], end_order: list[str]) -> list[str]:

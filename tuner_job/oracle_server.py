@@ -114,7 +114,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         if not loaded.trials and loaded.oracle_state is None:
             return notes
         if loaded.oracle_state is not None:
-            _kt.restore_oracle_state(self.oracle, loaded.oracle_state, loaded.trials)
+            _kt.restore_oracle_state(self.oracle, loaded.oracle_state, loaded.trials, loaded.end_order)
             # Trials whose end reached the journal but not oracle.json.
             for trial_id in loaded.end_order:
                 if trial_id not in self.oracle.end_order:

@@ -190,7 +190,9 @@ class StateStore:
         if self.oracle_file.is_file():
             try:
                 state.oracle_state = json.loads(self.oracle_file.read_text())
-                missing = set(state.oracle_state.get("start_order", [])) - set(state.trials)
+                oracle_state = state.oracle_state
+                referenced = set(oracle_state.get("start_order", [])) | set(oracle_state.get("ongoing_trials", {}).values())
+                missing = (referenced | set(oracle_state.get("retry_queue", []))) - set(state.trials)
                 if missing:
                     state.problems.append(f"oracle.json names trials with no trial file ({sorted(missing)}); rebuilt from the trials")
                     state.oracle_state = None
