@@ -1,6 +1,6 @@
 """Staged search vs one random search with the same budget (issue 6's measurement).
 
-    python -m bench.staged                       # 3 seeds, random:6 + bayesian:6 vs random:12, 2 epochs
+    python -m bench.staged                       # 3 seeds, random:6 + bayesian:6 vs random:12, 4 epochs
     python -m bench.staged --seeds 1 --stage-trials 2 --epochs 1   # a quick check of the machinery
 
 For each seed, on the synthetic ToonVision-like dataset (`cluster.synth`):
@@ -66,7 +66,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         config.write_text(
             "data: data/toonvision\n"
             f"image_size: [{args.size[0]}, {args.size[1]}]\n"
-            f"epochs: {args.epochs}\nbatch_size: 16\nseed: {seed}\nlease_seconds: 60\nchief_wait_seconds: 120\n"
+            f"epochs: {args.epochs}\nbatch_size: {args.batch_size}\nseed: {seed}\nlease_seconds: 60\nchief_wait_seconds: 120\n"
         )
         common = ["--config", str(config), "--shared-dir", str(shared), "--workers", str(args.workers), "--tensorboard-port", "0", "--fresh"]
         k = args.stage_trials
@@ -128,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.staged", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--stage-trials", type=int, default=6, help="trials per stage; the single search gets twice as many")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--top", type=int, default=3, help="stage 2 narrows around stage 1's K best trials")
-    parser.add_argument("--per-class", type=int, default=24)
-    parser.add_argument("--size", type=int, nargs=2, default=(60, 20), metavar=("HEIGHT", "WIDTH"))
+    parser.add_argument("--per-class", type=int, default=60)
+    parser.add_argument("--size", type=int, nargs=2, default=(120, 40), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per search command")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "staged.json")
     parser.add_argument("--keep", type=Path, default=None, help="keep the shared folder and logs here")

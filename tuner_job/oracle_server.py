@@ -84,6 +84,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         self.started_at = time.time()
         self.finished_at: float | None = None
         self._restored_failure: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ----- state ---------------------------------------------------------
 
@@ -191,6 +192,12 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             metadata.append((SEARCH_MESSAGE_KEY, self.message.encode("ascii", "replace").decode()))
         context.set_trailing_metadata(tuple(metadata))
 
+    def _background(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the store logs a failure
+
     def _renew(self, trial_id: str) -> None:
         if trial_id in self._lease_seen:
             self._lease_seen[trial_id] = time.monotonic()
@@ -258,7 +265,9 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                 trial = self.oracle.update_trial(request.trial_id, dict(request.metrics), step=request.step)
             except ValueError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            await self.store.commit(oracle=False)  # metrics live in trial.json only
+            # Not waited for: the metrics reach trial.json with the next group,
+            # and EndTrial, which is waited for, also carries them (ours do).
+            self._background(self.store.commit(oracle=False))
         self._metadata(context)
         return _kt.pb.UpdateTrialResponse(trial=trial.to_proto())
 
@@ -270,6 +279,9 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         if trial_id in self._ended:
             self._metadata(context)
             return _kt.pb.EndTrialResponse()
+        known = self.oracle.trials[trial_id]
+        if not known.metrics.exists(self.oracle.objective.name) and ended.metrics.exists(self.oracle.objective.name):
+            known.metrics = ended.metrics  # an UpdateTrial that a restarted chief never saved
         self.oracle.end_trial(ended)
         self._lease_seen.pop(trial_id, None)
         trial = self.oracle.trials[trial_id]

@@ -210,7 +210,7 @@ class TrialRunner:
         """Report the outcome; the chief records it once."""
         trial_id = trial.trial_id
         if outcome.status == "COMPLETED":
-            self.client.update_trial(trial_id, outcome.metrics, step=outcome.best_step)
+            trial.metrics = self.client.update_trial(trial_id, outcome.metrics, step=outcome.best_step).metrics
         trial.status = outcome.status
         trial.message = outcome.message
         self.client.end_trial(trial)
