@@ -25,6 +25,7 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
     # tf.data is shuffled already; Keras warns that its own shuffle is ignored.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     started = time.monotonic()
+    trained = 0
     client = OracleClient(role.address, role.tuner_id, paths, config.chief_wait_seconds, rpc_timeout=max(10.0, config.lease_seconds), max_trials=config.max_trials)
     try:
         client.wait_for_chief()
@@ -33,7 +34,6 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
         train, val = as_tf_datasets(data, config.batch_size, config.seed)
         runner = TrialRunner(config, paths, role.tuner_id, build, train, val, client)
         log.info("%s ready after %.1fs: %d classes, input %s", role.tuner_id, time.monotonic() - started, data.num_classes, data.input_shape)
-        trained = 0
         while True:
             trial = client.create_trial()
             if trial.status == _kt.TrialStatus.STOPPED:
@@ -45,7 +45,7 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
             runner.finish(trial, outcome)
             trained += 1
     except SearchEnded as ended:
-        log.info("%s: the search is complete (%s); this worker trained %s trials", role.tuner_id, ended or "done", locals().get("trained", 0))
+        log.info("%s: the search is complete (%s); this worker trained %s trials", role.tuner_id, ended or "done", trained)
         return 0
     finally:
         client.close()
