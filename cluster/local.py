@@ -80,7 +80,14 @@ class LocalSearch:
     ):
         self.config = config
         self.shared_dir = shared_dir.resolve()
-        self.paths = RunPaths(self.shared_dir, config.run)
+        if config.stages:
+            # The chief runs the stages one after the other (`<run>-s1`, ...).
+            from tuner_job.config import parse_stages, stage_run
+
+            self.runs = [RunPaths(self.shared_dir, stage_run(config.run, i)) for i in range(1, len(parse_stages(config.stages)) + 1)]
+        else:
+            self.runs = [RunPaths(self.shared_dir, config.run)]
+        self.paths = self.runs[0]
         self.workers = workers
         self.fresh = fresh
         self.port = port or free_port()
@@ -182,10 +189,18 @@ class LocalSearch:
 
     # ----- supervision ---------------------------------------------------
 
+    def _status(self) -> dict[str, Any]:
+        """The status of the run in progress (the latest stage that has one)."""
+        for paths in reversed(self.runs):
+            status = read_json(paths.status)
+            if status:
+                return status
+        return {}
+
     def _should_restart(self, child: Child, code: int) -> bool:
         if not child.restartable or code in (EXIT_OK, EXIT_SEARCH_FAILED, EXIT_BAD_INPUT):
             return False
-        search = (read_json(self.paths.status) or {}).get("state")
+        search = self._status().get("state")
         if child.name != "chief" and search in ("completed", "failed"):
             return False
         return child.restarts < self.max_restarts
@@ -238,10 +253,11 @@ class LocalSearch:
                 self.start()
                 while True:
                     code = self._reap()
-                    status = read_json(self.paths.status) or {}
+                    status = self._status()
                     best = status.get("best")
                     progress.update(
                         task,
+                        total=status.get("max_trials") or self.config.max_trials,
                         completed=status.get("trials_done", 0),
                         best=f"best {self.config.objective} {best['score']:.4f} (trial {best['trial_id']})" if best else "",
                     )
@@ -284,8 +300,10 @@ def local_command_impl(config: SearchConfig, shared_dir: Path, workers: int, fre
     console = search.console
     console.print(f"search [bold]{config.run}[/bold]: {config.tuner}, {config.max_trials} trials, {workers} workers, oracle on 127.0.0.1:{search.port}")
     code = search.run()
-    if code in (EXIT_OK, EXIT_SEARCH_FAILED) and search.paths.tuner.is_dir():
-        summarize(search.paths, console, tensorboard_port)
+    if code in (EXIT_OK, EXIT_SEARCH_FAILED):
+        for paths in search.runs:
+            if paths.tuner.is_dir():
+                summarize(paths, console, tensorboard_port)
     return code
 
 

@@ -11,7 +11,6 @@ so one TensorBoard (`--logdir <shared>/runs`) shows them side by side.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,38 +19,24 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.errors import LauncherError, user_errors
-from tuner_job.config import TUNERS, SearchConfig, parse_config
+from tuner_job.config import SearchConfig, Stage, parse_config, stage_run
+from tuner_job.config import parse_stages as _parse_stages
 from tuner_job.errors import EXIT_OK
 from tuner_job.layout import RunPaths, read_json
 
 __all__ = ["Stage", "parse_stages", "stage_config", "run_study", "study_command"]
 
 
-@dataclass(frozen=True)
-class Stage:
-    tuner: str
-    max_trials: int
-
-
 def parse_stages(text: str) -> list[Stage]:
-    """`random:60,bayesian:40` -> two stages; at least two, each `tuner:trials`."""
-    stages = []
-    for part in (p.strip() for p in text.split(",")):
-        tuner, sep, count = part.partition(":")
-        tuner = tuner.strip()
-        if not sep or tuner not in TUNERS or not count.strip().isdigit() or int(count) < 1:
-            raise LauncherError(
-                f"--stages: {part!r} is not tuner:trials (tuner one of {', '.join(TUNERS)}, trials >= 1), "
-                f"e.g. random:60,bayesian:40"
-            )
-        stages.append(Stage(tuner, int(count)))
-    if len(stages) < 2:
-        raise LauncherError(f"--stages: a study needs at least two stages, but got {text!r}")
-    return stages
+    """`random:60,bayesian:40` -> two stages (see `tuner_job.config.parse_stages`)."""
+    try:
+        return _parse_stages(text)
+    except ValueError as exc:
+        raise LauncherError(f"--stages: {exc}") from None
 
 
 def stage_name(run: str, index: int) -> str:
-    return f"{run}-s{index}"
+    return stage_run(run, index)
 
 
 def stage_config(base: SearchConfig, run: str, stage: Stage, epochs: int | None, warm_start: str | None = None) -> SearchConfig:

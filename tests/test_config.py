@@ -24,6 +24,8 @@ from tuner_job.errors import ConfigError
         ({"data": "../escape"}, "data: must be a path inside the shared volume"),
         ({"space": {"conv_1_filters": {"min": 12, "max": 4}}}, "space.conv_1_filters: min must be <= max"),
         ({"space": {"conv_1_filters": {"low": 4}}}, "space.conv_1_filters"),
+        ({"stages": "random:30"}, "stages: a staged search needs at least two stages"),
+        ({"stages": "random:30,grad:10"}, "stages: 'grad:10' is not tuner:trials"),
     ],
 )
 def test_bad_config_names_the_key(data: dict, expected: str) -> None:

@@ -39,7 +39,7 @@ def _configure_logging(tuner_id: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    from tuner_job.config import load_config
+    from tuner_job.config import load_config, stage_run
     from tuner_job.env import read_role
     from tuner_job.layout import RunPaths
 
@@ -53,10 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         paths = RunPaths(shared.resolve(), config.run)
         if args.fresh and not role.is_chief:
             raise TunerJobError("--fresh is for the chief only: workers never delete anything")
+        if role.is_chief and config.stages:
+            from tuner_job.stages import run_staged_chief
+
+            return run_staged_chief(config, shared.resolve(), role, fresh=args.fresh)
         if role.is_chief:
             from tuner_job.chief import run_chief
 
             return run_chief(config, paths, role, fresh=args.fresh)
+        if config.stages:
+            paths = RunPaths(shared.resolve(), stage_run(config.run, 1))
         from tuner_job.worker import run_worker
 
         return run_worker(config, paths, role)

@@ -182,7 +182,13 @@ def _account_warm(server: OracleServer, oracle: Any) -> int:
 
 
 async def _serve(
-    config: SearchConfig, paths: RunPaths, role: Role, oracle: Any, exporter: BestModelExporter, warm: list[Any] | None = None
+    config: SearchConfig,
+    paths: RunPaths,
+    role: Role,
+    oracle: Any,
+    exporter: BestModelExporter,
+    warm: list[Any] | None = None,
+    next_run: str | None = None,
 ) -> OracleServer:
     def on_start(trial: Any, tuner_id: str) -> None:
         log.info("trial %s -> %s: %s", trial.trial_id, tuner_id, format_values(trial.hyperparameters.values))
@@ -205,6 +211,7 @@ async def _serve(
         max_consecutive_failed_trials=config.max_consecutive_failed_trials,
         on_trial_start=on_start,
         on_trial_end=on_end,
+        next_run=next_run,
     )
     for note in server.restore():
         log.info("%s", note)
@@ -227,7 +234,7 @@ async def _serve(
     return server
 
 
-def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = False) -> int:
+def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = False, next_run: str | None = None) -> int:
     from tuner_job.data import list_image_folder, load_image_folder
     from tuner_job.hypermodels import load_hypermodel
     from tuner_job.tensorboard_logs import write_experiment_config
@@ -246,7 +253,7 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
     write_experiment_config(paths.logs, oracle.hyperparameters, metrics)
     warm_run = RunPaths(paths.shared_dir, config.warm_start) if config.warm_start else None
     exporter = BestModelExporter(paths, build, config.objective, warm_run)
-    server = asyncio.run(_serve(config, paths, role, oracle, exporter, warm))
+    server = asyncio.run(_serve(config, paths, role, oracle, exporter, warm, next_run))
     ranked = write_results(paths, config.objective, oracle.objective.direction, extra={"state": server.state, "message": server.message})
     log.info("results: %s, %s", paths.results_json, paths.leaderboard_csv)
     print(leaderboard_text(ranked, config.objective), flush=True)

@@ -8,6 +8,7 @@ validates `values.search` in the Helm chart (its JSON schema is generated from
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -22,6 +23,9 @@ __all__ = [
     "ChoiceOverride",
     "FixedOverride",
     "TUNERS",
+    "Stage",
+    "parse_stages",
+    "stage_run",
     "load_config",
     "parse_config",
     "dump_config",
@@ -67,6 +71,35 @@ class FixedOverride(_Strict):
 SpaceOverride = Union[RangeOverride, ChoiceOverride, FixedOverride]
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a staged search: a tuner and its trial budget."""
+
+    tuner: str
+    max_trials: int
+
+
+def stage_run(run: str, index: int) -> str:
+    """The run name of stage `index` (1-based) of a staged search."""
+    return f"{run}-s{index}"
+
+
+def parse_stages(text: str) -> list[Stage]:
+    """`random:60,bayesian:40` -> two stages; at least two, each `tuner:trials`."""
+    stages = []
+    for part in (p.strip() for p in text.split(",")):
+        tuner, sep, count = part.partition(":")
+        tuner = tuner.strip()
+        if not sep or tuner not in TUNERS or not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(
+                f"{part!r} is not tuner:trials (tuner one of {', '.join(TUNERS)}, trials >= 1), e.g. random:60,bayesian:40"
+            )
+        stages.append(Stage(tuner, int(count)))
+    if len(stages) < 2:
+        raise ValueError(f"a staged search needs at least two stages, but got {text!r}")
+    return stages
+
+
 class SearchConfig(_Strict):
     """One search. Every key is optional but `run`; defaults follow the article."""
 
@@ -94,12 +127,24 @@ class SearchConfig(_Strict):
     lease_seconds: float = Field(120.0, gt=0, description="A trial whose worker is silent this long goes to another worker.")
     chief_wait_seconds: float = Field(600.0, gt=0, description="How long a worker waits for an absent chief before it gives up.")
     warm_start: str | None = Field(None, description="Name of an earlier run whose trials inside this space seed the oracle.")
+    stages: str | None = Field(
+        None,
+        description="A staged search, e.g. 'random:60,bayesian:40': runs <run>-s1, <run>-s2, each narrowed around the best of the one before.",
+    )
+    stage_top: int = Field(5, ge=1, description="A staged search narrows each stage's space around the previous stage's top trials.")
 
     @field_validator("run")
     @classmethod
     def _run_name(cls, value: str) -> str:
         if not _RUN_NAME.match(value):
             raise ValueError(f"must be lowercase letters, digits, '.', '_' or '-' (at most 63), but got {value!r}")
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_stages(value)
         return value
 
     @field_validator("image_size")

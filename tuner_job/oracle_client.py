@@ -24,7 +24,7 @@ import grpc
 from tuner_job import _kt
 from tuner_job.errors import ChiefUnreachableError, SearchFailedError
 from tuner_job.layout import RunPaths, read_json
-from tuner_job.oracle_server import SEARCH_MESSAGE_KEY, SEARCH_STATE_KEY
+from tuner_job.oracle_server import SEARCH_MESSAGE_KEY, SEARCH_RUN_KEY, SEARCH_STATE_KEY
 
 __all__ = ["OracleClient", "SearchEnded"]
 
@@ -73,9 +73,19 @@ class OracleClient:
                 self.search_state = value
             elif key == SEARCH_MESSAGE_KEY:
                 self.search_message = value
+            elif key == SEARCH_RUN_KEY and value != self.paths.run:
+                self._move_to(value)
+
+    def _move_to(self, run: str) -> None:
+        """A staged search went on to its next run: follow it."""
+        log.info("%s: the search moves on to run %s", self.tuner_id, run)
+        self.paths = RunPaths(self.paths.shared_dir, run)
 
     def _ended_on_disk(self) -> bool:
         status = read_json(self.paths.status) or {}
+        if status.get("state") == "completed" and status.get("next_run"):
+            self._move_to(status["next_run"])  # a stage of a staged search ended; the next follows
+            return False
         if status.get("state") == "completed" and self.max_trials is not None and self.max_trials > int(status.get("max_trials") or 0):
             # The run completed with a smaller budget: a chief restarted with
             # this config extends it, so wait for that chief instead of leaving.

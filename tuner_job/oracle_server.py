@@ -40,12 +40,13 @@ from grpc_health.v1._async import HealthServicer
 from tuner_job import _kt
 from tuner_job.state_store import StateStore
 
-__all__ = ["OracleServer", "SEARCH_STATE_KEY", "SEARCH_MESSAGE_KEY"]
+__all__ = ["OracleServer", "SEARCH_STATE_KEY", "SEARCH_MESSAGE_KEY", "SEARCH_RUN_KEY"]
 
 log = logging.getLogger("tuner_job.chief")
 
 SEARCH_STATE_KEY = "x-search-state"
 SEARCH_MESSAGE_KEY = "x-search-message"
+SEARCH_RUN_KEY = "x-search-run"  # the run a trial belongs to (a staged search moves on)
 SERVICE_NAME = "keras_tuner.Oracle"
 _TERMINAL = (_kt.TrialStatus.COMPLETED, _kt.TrialStatus.FAILED)
 
@@ -61,8 +62,12 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         idle_wait_seconds: float = 5.0,
         on_trial_end: Callable[[Any], None] | None = None,
         on_trial_start: Callable[[Any, str], None] | None = None,
+        next_run: str | None = None,
     ):
         self.oracle = oracle
+        # A stage of a staged search: when it completes, workers are told to
+        # wait for the next stage's run instead of to stop.
+        self.next_run = next_run
         self.lease_seconds = lease_seconds
         self.max_consecutive_failed_trials = max_consecutive_failed_trials
         self.idle_wait_seconds = idle_wait_seconds
@@ -105,6 +110,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             "best": None if self.best is None else {"trial_id": self.best[0], "score": self.best[1]},
             "consecutive_failures": self.consecutive_failures,
             "exhausted": self.exhausted,
+            "next_run": self.next_run if self.state == "completed" else None,
             "updated": time.time(),
         }
 
@@ -187,7 +193,8 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             self._changed.notify_all()
 
     def _metadata(self, context: grpc.aio.ServicerContext) -> None:
-        metadata = [(SEARCH_STATE_KEY, self.state)]
+        state = "running" if self.state == "completed" and self.next_run else self.state
+        metadata = [(SEARCH_STATE_KEY, state), (SEARCH_RUN_KEY, self.store.paths.run)]
         if self.message:
             metadata.append((SEARCH_MESSAGE_KEY, self.message.encode("ascii", "replace").decode()))
         context.set_trailing_metadata(tuple(metadata))
@@ -223,6 +230,11 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         while True:
             if self.state != "running":
                 self._metadata(context)
+                if self.state == "completed" and self.next_run:
+                    # Between stages: hold the worker until this server stops,
+                    # then it asks the next stage's server.
+                    await asyncio.sleep(self.idle_wait_seconds)
+                    return _kt.pb.CreateTrialResponse(trial=_kt.Trial(self.oracle.get_space(), status="IDLE").to_proto())
                 return _kt.pb.CreateTrialResponse(trial=_kt.Trial(self.oracle.get_space(), status="STOPPED").to_proto())
             trial = self.oracle.create_trial(tuner_id)
             if trial.status == _kt.TrialStatus.RUNNING:

@@ -26,7 +26,10 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     started = time.monotonic()
     trained = 0
-    client = OracleClient(role.address, role.tuner_id, paths, config.chief_wait_seconds, rpc_timeout=max(10.0, config.lease_seconds), max_trials=config.max_trials)
+    client = OracleClient(
+        role.address, role.tuner_id, paths, config.chief_wait_seconds, rpc_timeout=max(10.0, config.lease_seconds),
+        max_trials=None if config.stages else config.max_trials,
+    )
     try:
         client.wait_for_chief()
         data = load_image_folder(paths.shared_dir / config.data, config.image_size, config.validation_split, config.seed)
@@ -41,6 +44,7 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
                 raise SearchEnded(client.search_message)
             if trial.status == _kt.TrialStatus.IDLE:
                 continue  # the chief already waited before answering IDLE
+            runner.paths = client.paths  # a staged search moves from run to run
             outcome = runner.run(trial)
             runner.finish(trial, outcome)
             trained += 1

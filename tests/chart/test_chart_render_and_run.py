@@ -76,10 +76,14 @@ def _local_env(proc: dict[str, Any], mounts: dict[str, Path], port: int) -> dict
     return env
 
 
+STAGED = {**SEARCH, "run": "staged", "stages": "random:3,bayesian:2", "stage_top": 2}
+
+
 @pytest.mark.slow
-def test_rendered_chief_and_workers_run_a_search(shared: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("search", [SEARCH, STAGED], ids=["one-search", "two-stages"])
+def test_rendered_chief_and_workers_run_a_search(shared: Path, tmp_path: Path, search: dict) -> None:
     port = _free_port()
-    values = {"workers": WORKERS, "chief.port": port, "search": SEARCH}
+    values = {"workers": WORKERS, "chief.port": port, "search": search}
     rendered = rendered_containers(set_values=values)
     objects = by_kind_and_component(helm_template(set_values=values))
     service = objects[("Service", "chief")]
@@ -101,7 +105,7 @@ def test_rendered_chief_and_workers_run_a_search(shared: Path, tmp_path: Path) -
         assert worker["env"]["JOB_COMPLETION_INDEX"] == str(index)
         assert worker["env"]["KERASTUNER_TUNER_ID"] == f"tuner{index}"
     search_yaml = yaml.safe_load(rendered["search_yaml"])
-    assert {key: search_yaml.get(key) for key in SEARCH} == SEARCH, search_yaml
+    assert {key: search_yaml.get(key) for key in search} == search, search_yaml
 
     # --- the volumes: one shared folder, one config folder, a /tmp per process ---
     config_dir = tmp_path / "config"
@@ -158,12 +162,19 @@ def test_rendered_chief_and_workers_run_a_search(shared: Path, tmp_path: Path) -
                 proc.kill()
                 proc.wait(10)
 
-    run_dir = shared / "runs" / SEARCH["run"]
-    trials = {p.parent.name: json.loads(p.read_text()) for p in (run_dir / "tuner").glob("trial_*/trial.json")}
-    assert sorted(t["status"] for t in trials.values()) == ["COMPLETED"] * SEARCH["max_trials"], all_logs()
-    results = json.loads((run_dir / "results.json").read_text())
-    ids = [t["trial_id"] for t in results["trials"]]
-    assert sorted(ids) == sorted(t["trial_id"] for t in trials.values()) and len(ids) == len(set(ids)), ids
-    trained_by = {t["worker"] for t in results["trials"]}
+    # Each run (one, or one per stage) trained what it should, each trial once.
+    if "stages" in search:
+        runs = {f"{search['run']}-s{i}": int(part.split(":")[1]) for i, part in enumerate(search["stages"].split(","), start=1)}
+    else:
+        runs = {search["run"]: search["max_trials"]}
+    trained_by: set[str] = set()
+    for run, budget in runs.items():
+        run_dir = shared / "runs" / run
+        trials = {p.parent.name: json.loads(p.read_text()) for p in (run_dir / "tuner").glob("trial_*/trial.json")}
+        trained = {k: t for k, t in trials.items() if not str(t.get("message") or "").startswith("warm-start:")}
+        assert sorted(t["status"] for t in trained.values()) == ["COMPLETED"] * budget, (run, all_logs())
+        results = json.loads((run_dir / "results.json").read_text())
+        ids = [t["trial_id"] for t in results["trials"]]
+        assert sorted(ids) == sorted(t["trial_id"] for t in trials.values()) and len(ids) == len(set(ids)), ids
+        trained_by |= {t["worker"] for t in results["trials"] if not t["worker"].startswith("warm-start:")}
     assert trained_by == {f"tuner{i}" for i in range(WORKERS)}, (trained_by, all_logs())
-
