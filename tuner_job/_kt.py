@@ -31,6 +31,8 @@ from keras_tuner.src.engine import base_tuner as _base_tuner
 from keras_tuner.src.engine import hyperparameters as _hp
 from keras_tuner.src.engine import trial as _trial
 
+from tuner_job.layout import WARM_START_LABEL
+
 __all__ = [
     "HyperParameters",
     "Trial",
@@ -41,7 +43,6 @@ __all__ = [
     "make_oracle",
     "quiet_oracle",
     "populate_space",
-    "values_hash",
     "oracle_state",
     "restore_oracle_state",
     "rebuild_oracle_state",
@@ -135,15 +136,10 @@ def hp_class(name: str) -> Any:
     return getattr(_hp, name)
 
 
-def values_hash(oracle: Oracle, values: dict[str, Any]) -> str:
-    return oracle._compute_values_hash(values)
-
-
 # Parts of the oracle's state that grow with the search and that the trial
 # files and the journal already hold. `oracle.json` leaves them out, so saving
 # it costs the same at trial 5,000 as at trial 50; a restart derives them.
 _DERIVED = ("start_order", "end_order", "tried_so_far", "id_to_hash")
-WARM_START_PREFIX = "warm-start:"
 
 
 def oracle_state(oracle: Oracle) -> dict[str, Any]:
@@ -166,6 +162,16 @@ def _trial_order(trial_id: str) -> tuple[int, int, str]:
     return (0 if trial_id.startswith("w") else 1, int(digits) if digits.isdigit() else 0, trial_id)
 
 
+def _end_order(trials: dict[str, Trial], ids: list[str], end_order: list[str]) -> list[str]:
+    """The journal's end order, then any finished trial it lacks (seeded trials never ended here)."""
+    journaled = [t for t in end_order if t in trials]
+    seen = set(journaled)
+    return journaled + [
+        t for t in ids
+        if t not in seen and trials[t].status in _terminal() and not str(trials[t].message or "").startswith(WARM_START_LABEL)
+    ]
+
+
 def restore_oracle_state(oracle: Oracle, state: dict[str, Any], trials: dict[str, Trial], end_order: list[str]) -> None:
     """Load `oracle.json` plus what the trials and the journal hold.
 
@@ -173,12 +179,7 @@ def restore_oracle_state(oracle: Oracle, state: dict[str, Any], trials: dict[str
     """
     state = copy.deepcopy(state)
     ids = sorted(trials, key=_trial_order)
-    journaled = [t for t in end_order if t in trials]
-    seen = set(journaled)
-    ended = journaled + [
-        t for t in ids
-        if t not in seen and trials[t].status in _terminal() and not str(trials[t].message or "").startswith(WARM_START_PREFIX)
-    ]
+    ended = _end_order(trials, ids, end_order)
     hashes = {t: oracle._compute_values_hash(trials[t].hyperparameters.values) for t in ids}
     state.setdefault("start_order", ids)
     state.setdefault("end_order", ended)
@@ -196,11 +197,8 @@ def rebuild_oracle_state(oracle: Oracle, trials: dict[str, Trial], end_order: li
     queue (their owners are unknown without `oracle.json`).
     """
     oracle.trials = dict(trials)
-    oracle.start_order = sorted(trials)
-    ended = set(end_order)
-    oracle.end_order = list(end_order) + sorted(
-        t for t, trial in trials.items() if trial.status in _terminal() and t not in ended
-    )
+    oracle.start_order = sorted(trials, key=_trial_order)
+    oracle.end_order = _end_order(trials, oracle.start_order, end_order)
     running = sorted(t for t, trial in trials.items() if trial.status not in _terminal())
     for trial_id in oracle.start_order:
         oracle._record_values(trials[trial_id])

@@ -17,7 +17,7 @@ from tuner_job import _kt
 from tuner_job.config import SearchConfig, dump_config
 from tuner_job.env import Role
 from tuner_job.errors import ConfigError, SearchFailedError
-from tuner_job.layout import RunPaths, atomic_write_text, read_json
+from tuner_job.layout import WARM_START_LABEL, RunPaths, atomic_write_text, read_json
 from tuner_job.oracle_server import OracleServer
 from tuner_job.results import leaderboard_text, write_results
 from tuner_job.trial_runner import format_values, public_values
@@ -153,7 +153,7 @@ def load_warm_trials(config: SearchConfig, shared_dir: Any) -> list[Any]:
 
 def _seed_warm_start(config: SearchConfig, server: OracleServer, oracle: Any, warm: list[Any]) -> None:
     """Add the earlier run's trials that fall inside this space as COMPLETED observations."""
-    source = f"warm-start:{config.warm_start}"  # the trial's message: results show it as the worker
+    source = f"{WARM_START_LABEL}{config.warm_start}"  # the trial's message: results show it as the worker
     added = _kt.seed_completed_trials(oracle, [(f"{WARM_PREFIX}{t.trial_id}", t, source) for t in warm])
     for trial in added:
         server.store.mark_trial(trial)

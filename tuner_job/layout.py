@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunPaths", "atomic_write_text", "atomic_write_json", "read_json"]
+__all__ = ["RunPaths", "WARM_START_LABEL", "atomic_write_text", "atomic_write_json", "read_json"]
+
+#: A trial seeded from an earlier run carries `WARM_START_LABEL + <run>` as its
+#: message; the leaderboard shows it where a worker would be.
+WARM_START_LABEL = "warm-start:"
 
 
 @dataclass(frozen=True)

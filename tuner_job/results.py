@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner_job.layout import RunPaths, atomic_write_json, atomic_write_text, read_json
+from tuner_job.layout import WARM_START_LABEL, RunPaths, atomic_write_json, atomic_write_text, read_json
 
 __all__ = ["TrialRecord", "collect_trials", "rank", "write_results", "leaderboard_text"]
 
@@ -73,7 +73,7 @@ def _read_attempts(paths: RunPaths) -> dict[str, list[dict[str, Any]]]:
 def _seeded_from(trial: dict[str, Any]) -> str | None:
     """The "warm-start:<run>" label of a trial an earlier run seeded (the chief puts it in the message)."""
     message = trial.get("message")
-    return message if isinstance(message, str) and message.startswith("warm-start:") else None
+    return message if isinstance(message, str) and message.startswith(WARM_START_LABEL) else None
 
 
 def collect_trials(paths: RunPaths) -> list[TrialRecord]:
