@@ -86,6 +86,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         self._changed: asyncio.Condition | None = None
         self._finished: asyncio.Event | None = None
         self.health = HealthServicer()
+        self.finished_at: float | None = None  # when the search ended (the benchmark reads it)
         self._restored_failure: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -180,6 +181,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         if self.state != "running":
             return
         self.state, self.message = state, message
+        self.finished_at = time.time()
         log.info("search %s: %s", state, message)
         assert self._finished is not None
         self._finished.set()
