@@ -29,6 +29,7 @@ import keras_tuner
 from keras_tuner.src import protos as _protos
 from keras_tuner.src.engine import base_tuner as _base_tuner
 from keras_tuner.src.engine import hyperparameters as _hp
+from keras_tuner.src.engine import metrics_tracking as _metrics_tracking
 from keras_tuner.src.engine import trial as _trial
 
 from tuner_job.layout import WARM_START_LABEL
@@ -42,6 +43,7 @@ __all__ = [
     "pb_grpc",
     "make_oracle",
     "quiet_oracle",
+    "ProtoCache",
     "populate_space",
     "oracle_state",
     "restore_oracle_state",
@@ -121,7 +123,81 @@ def quiet_oracle(oracle: Oracle, on_trial_saved: Any) -> Oracle:
     oracle._save_trial = on_trial_saved
     oracle._display = _QuietDisplay()
     oracle._check_consecutive_failures = lambda: None
+    _cheap_space_copies(oracle)
     return oracle
+
+
+class _CheapCopyHyperParameters(HyperParameters):
+    """The oracle's space: `copy()` without a serialization round trip.
+
+    Stock `copy()` is `from_config(get_config())`, which resolves every
+    hyperparameter class through Keras' deserializer (`inspect.signature`
+    each time); `create_trial` pays it once per trial. This copy gives the
+    same result (a plain `HyperParameters`, fresh hyperparameter objects, the
+    values) for a fraction of the cost.
+    """
+
+    def copy(self) -> HyperParameters:
+        new = HyperParameters()
+        for hp in self._space:
+            hp = copy.copy(hp)
+            new._hps[hp.name].append(hp)
+            new._space.append(hp)
+        new.values = dict(self.values)
+        return new
+
+
+def _cheap_space_copies(oracle: Oracle) -> None:
+    if type(oracle.hyperparameters) is HyperParameters:
+        oracle.hyperparameters.__class__ = _CheapCopyHyperParameters
+
+
+class ProtoCache:
+    """Each running trial's hyperparameters as a proto, built once.
+
+    CreateTrial, UpdateTrial and GetTrial answer with the whole trial, and its
+    hyperparameters do not change while it runs; EndTrial sends them back, and
+    when they are what was sent, they need no decoding. An entry is valid while
+    the trial holds the same `HyperParameters` object (`end_trial` replaces it).
+    """
+
+    def __init__(self) -> None:
+        self._protos: dict[str, tuple[HyperParameters, Any]] = {}
+
+    def _hp_proto(self, trial: Trial) -> Any:
+        entry = self._protos.get(trial.trial_id)
+        if entry is None or entry[0] is not trial.hyperparameters:
+            entry = (trial.hyperparameters, trial.hyperparameters.to_proto())
+            self._protos[trial.trial_id] = entry
+        return entry[1]
+
+    def to_proto(self, trial: Trial) -> Any:
+        """`trial.to_proto()`, with the hyperparameters from the cache."""
+        score = None if trial.score is None else _protos.get_proto().Trial.Score(value=trial.score, step=trial.best_step)
+        return _protos.get_proto().Trial(
+            trial_id=trial.trial_id,
+            hyperparameters=self._hp_proto(trial),
+            score=score,
+            status=TrialStatus.to_proto(trial.status),
+            metrics=trial.metrics.to_proto(),
+        )
+
+    def from_proto(self, proto: Any, known: Trial | None) -> Trial:
+        """`Trial.from_proto(proto)`; `known`'s hyperparameters when the proto's are the ones sent."""
+        entry = self._protos.get(proto.trial_id)
+        if known is not None and entry is not None and entry[0] is known.hyperparameters and proto.hyperparameters == entry[1]:
+            hyperparameters = known.hyperparameters
+        else:
+            hyperparameters = HyperParameters.from_proto(proto.hyperparameters)
+        trial = Trial(hyperparameters, trial_id=proto.trial_id, status=TrialStatus.from_proto(proto.status))
+        if proto.HasField("score"):
+            trial.score = proto.score.value
+            trial.best_step = proto.score.step
+        trial.metrics = _metrics_tracking.MetricsTracker.from_proto(proto.metrics)
+        return trial
+
+    def forget(self, trial_id: str) -> None:
+        self._protos.pop(trial_id, None)
 
 
 def populate_space(oracle: Oracle, hypermodel: Any) -> None:
@@ -188,6 +264,7 @@ def restore_oracle_state(oracle: Oracle, state: dict[str, Any], trials: dict[str
     state["run_times"] = {**{t: 1 for t in ended}, **state.get("run_times", {})}
     oracle.trials = dict(trials)
     oracle.set_state(state)
+    _cheap_space_copies(oracle)  # set_state made a new space
 
 
 def rebuild_oracle_state(oracle: Oracle, trials: dict[str, Trial], end_order: list[str]) -> list[str]:

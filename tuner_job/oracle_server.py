@@ -5,8 +5,8 @@ serves the standard gRPC health service, which Kubernetes probes natively.
 
 Contract:
 - Runs on `grpc.aio`. Every oracle call runs on the event loop's thread, one at
-  a time, so no locks are needed and nothing contends for the GIL; only file
-  writes leave the loop (see `StateStore`).
+  a time, so no locks are needed; file writes leave the process (a child
+  writes them, see `StateStore`), so nothing contends with the loop for the GIL.
 - A RUNNING trial is owned by one tuner id and held by a lease. Every RPC that
   names the trial renews it (UpdateTrial, EndTrial, and GetTrial, which our
   workers send as a heartbeat during long epochs). The same tuner id asking
@@ -28,6 +28,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -73,7 +74,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         self.idle_wait_seconds = idle_wait_seconds
         self.on_trial_end = on_trial_end
         self.on_trial_start = on_trial_start
-        self.store = StateStore(store_paths, lambda: _kt.oracle_state(self.oracle), self._server_state)
+        self.store = StateStore(store_paths, lambda: _kt.oracle_state(self.oracle), self._server_state, self._server_key)
         _kt.quiet_oracle(oracle, self.store.mark_trial)
         self.state = "running"
         self.message = ""
@@ -89,6 +90,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         self.finished_at: float | None = None  # when the search ended (the benchmark reads it)
         self._restored_failure: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._protos = _kt.ProtoCache()
 
     # ----- state ---------------------------------------------------------
 
@@ -112,6 +114,10 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             "next_run": self.next_run if self.state == "completed" else None,
             "updated": time.time(),
         }
+
+    def _server_key(self) -> tuple[Any, ...]:
+        """What of `_server_state` a restart reads: status.json is written at once when it changes."""
+        return (self.state, self.message, self.consecutive_failures, self.exhausted)
 
     def restore(self) -> list[str]:
         """Load the state a previous chief left; return lines describing it."""
@@ -171,6 +177,16 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                     self.best = (trial.trial_id, float(trial.score))
         else:
             self.counts["failed"] += 1
+
+    def _nothing_to_hand_out(self, tuner_id: str) -> bool:
+        """The oracle would answer STOPPED: the budget is spent, nothing to resume or retry."""
+        oracle = self.oracle
+        return (
+            oracle.max_trials is not None
+            and len(oracle.trials) >= oracle.max_trials
+            and tuner_id not in oracle.ongoing_trials
+            and not oracle._retry_queue
+        )
 
     def _search_done(self) -> bool:
         oracle = self.oracle
@@ -235,16 +251,19 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                     await asyncio.sleep(self.idle_wait_seconds)
                     return _kt.pb.CreateTrialResponse(trial=_kt.Trial(self.oracle.get_space(), status="IDLE").to_proto())
                 return _kt.pb.CreateTrialResponse(trial=_kt.Trial(self.oracle.get_space(), status="STOPPED").to_proto())
-            trial = self.oracle.create_trial(tuner_id)
-            if trial.status == _kt.TrialStatus.RUNNING:
+            if self._nothing_to_hand_out(tuner_id):
+                trial = None  # what the oracle would answer (STOPPED), without building a trial
+            else:
+                trial = self.oracle.create_trial(tuner_id)
+            if trial is not None and trial.status == _kt.TrialStatus.RUNNING:
                 resumed = trial.trial_id in self._lease_seen
                 self._lease_seen[trial.trial_id] = time.monotonic()
                 await self.store.commit()
                 if self.on_trial_start is not None:
                     self.on_trial_start(trial, tuner_id if not resumed else f"{tuner_id} (resumed)")
                 self._metadata(context)
-                return _kt.pb.CreateTrialResponse(trial=trial.to_proto())
-            if trial.status == _kt.TrialStatus.STOPPED:
+                return _kt.pb.CreateTrialResponse(trial=self._protos.to_proto(trial))
+            if trial is None or trial.status == _kt.TrialStatus.STOPPED:
                 self.exhausted = self.exhausted or not (
                     self.oracle.max_trials is not None and len(self.oracle.trials) >= self.oracle.max_trials
                 )
@@ -280,17 +299,18 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             # and EndTrial, which is waited for, also carries them (ours do).
             self._background(self.store.commit(oracle=False))
         self._metadata(context)
-        return _kt.pb.UpdateTrialResponse(trial=trial.to_proto())
+        return _kt.pb.UpdateTrialResponse(trial=self._protos.to_proto(trial))
 
     async def EndTrial(self, request, context):  # noqa: N802
-        ended = _kt.Trial.from_proto(request.trial)
-        trial_id = ended.trial_id
+        trial_id = request.trial.trial_id
         if self._find(trial_id) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown trial_id={trial_id!r}")
         if trial_id in self._ended:
             self._metadata(context)
             return _kt.pb.EndTrialResponse()
         known = self.oracle.trials[trial_id]
+        ended = self._protos.from_proto(request.trial, known)
+        self._protos.forget(trial_id)
         if not known.metrics.exists(self.oracle.objective.name) and ended.metrics.exists(self.oracle.objective.name):
             known.metrics = ended.metrics  # an UpdateTrial that a restarted chief never saved
         self.oracle.end_trial(ended)
@@ -325,7 +345,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown trial_id={request.trial_id!r}")
         self._renew(trial.trial_id)
         self._metadata(context)
-        return _kt.pb.GetTrialResponse(trial=trial.to_proto())
+        return _kt.pb.GetTrialResponse(trial=self._protos.to_proto(trial))
 
     async def GetBestTrials(self, request, context):  # noqa: N802
         trials = self.oracle.get_best_trials(request.num_trials)
@@ -369,6 +389,11 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         """Bind and start serving; `wait()` blocks until the search ends."""
         self._changed = asyncio.Condition()
         self._finished = asyncio.Event()
+        # The chief has imported TensorFlow: a full garbage collection walks
+        # its ~400k objects (165 ms here) and stalls every RPC in flight.
+        # Those objects live as long as the process; take them out of it.
+        gc.collect()
+        gc.freeze()
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         _kt.pb_grpc.add_OracleServicer_to_server(self, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -380,6 +405,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.store.flush_now()  # status.json says "running" from the first moment
+        self.store.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_leases())
         self._server = server
         if self._restored_failure is not None:
@@ -401,3 +427,6 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         await asyncio.sleep(linger_seconds)
         self._reaper.cancel()
         await self._server.stop(grace=0.5)
+        await self.store.commit()  # anything the last answers changed
+        self.store.close()
+        self.store.flush_now()  # the final status.json, whatever its schedule

@@ -1,25 +1,33 @@
 """`StateStore`: the chief's state on the shared volume, durable before an RPC answers.
 
 Contract:
-- Used from the event loop's thread only; the file writes run in a worker
-  thread, off the loop.
+- Used from the event loop's thread only. The loop serializes the state (it must
+  not change under us); a child process writes the files (`state_writer`: a
+  writer thread would fight the busy loop for the GIL at every syscall).
 - `mark_trial()` records a changed trial; `journal_end()` records a finished
   one. `await commit()` returns once everything recorded before the call is on
   disk. Calls that arrive while a write is in flight share the next write
-  (group commit), so `oracle.json`, whose size grows with the search, is
-  rewritten once per group instead of twice per trial.
+  (group commit), so `oracle.json` is rewritten once per group instead of
+  twice per trial.
 - Every file is written atomically (temp file, fsync, rename): a kill at any
   moment leaves the old or the new file, never a torn one.
 - `commit(oracle=False)` is for changes that touch trials only (UpdateTrial's
   metrics): it writes their `trial.json` and skips `oracle.json` and
-  `status.json`, whose serialization grows with the search.
+  `status.json`.
+- `status.json` is progress for `tunectl` plus the few values a restart needs
+  (the server's `server_key`: state, failure count, budget spent). It is
+  written in the group where those change, else at most every `status_every`
+  seconds, and always by `flush_now()`: its map of running trials grows with
+  the workers, and serializing it with every group cost the loop as much as
+  the oracle itself at 256 workers.
 - The trial files of one group (and the journal) are written and fsynced
-  concurrently, then `oracle.json` and `status.json` (fsync releases the GIL,
-  and the filesystem batches concurrent fsyncs into one journal commit): a
-  group of n trials costs about two fsyncs, not n + 2.
+  concurrently, then `oracle.json` and `status.json`: a group of n trials costs
+  about two fsyncs, not n + 2.
 - `tuner/journal.jsonl` is append-only: one line per finished trial, holding the
   whole trial. It is the second copy that recovers a finished trial whose
   `trial.json` was lost or torn, and the end order when `oracle.json` was.
+- `start()` (on the running loop) starts the writer process, `close()` stops it;
+  without `start()`, or once the process is gone, the store writes in-process.
 """
 
 from __future__ import annotations
@@ -27,14 +35,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from tuner_job import _kt
-from tuner_job.layout import RunPaths, atomic_write_text
+from tuner_job.layout import RunPaths
+from tuner_job.state_writer import Group, StateWriter, write_group
 
 __all__ = ["StateStore", "LoadedState"]
 
@@ -53,17 +62,34 @@ class LoadedState:
 
 
 class StateStore:
-    def __init__(self, paths: RunPaths, oracle_state: Callable[[], dict[str, Any]], server_state: Callable[[], dict[str, Any]]):
+    def __init__(
+        self,
+        paths: RunPaths,
+        oracle_state: Callable[[], dict[str, Any]],
+        server_state: Callable[[], dict[str, Any]],
+        server_key: Callable[[], Any] = lambda: None,
+        status_every: float = 0.5,
+    ):
         self.paths = paths
         self._oracle_state = oracle_state
         self._server_state = server_state
+        # status.json is progress plus a few values a restart needs
+        # (`server_key`): written when those change, else at most every
+        # `status_every` seconds (its "running" map grows with the workers).
+        self._server_key = server_key
+        self.status_every = status_every
+        self._status_written: tuple[Any, float] | None = None
         self._dirty: dict[str, Any] = {}
-        self._journal: list[str] = []
+        self._journal: list[dict[str, Any]] = []
         self._next: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0  # groups written (the benchmark reads it)
         self._oracle_dirty = True  # oracle.json and status.json are due in the next group
-        self._files = ThreadPoolExecutor(max_workers=16, thread_name_prefix="state-fsync")
+        self._files = ThreadPoolExecutor(max_workers=16, thread_name_prefix="state-fsync")  # in-process writes
+        self._process = StateWriter(self._files)
+        # As strings, once: building Paths for every group showed in profiles.
+        self._tuner_dir = str(paths.tuner)
+        self._journal_path, self._oracle_path, self._server_path = str(self.journal_file), str(self.oracle_file), str(self.server_file)
 
     @property
     def oracle_file(self) -> Path:
@@ -78,11 +104,23 @@ class StateStore:
     def journal_file(self) -> Path:
         return self.paths.tuner / "journal.jsonl"
 
+    def start(self) -> None:
+        """Start the writer process (call on the running event loop)."""
+        self._process.start()
+
+    def close(self) -> None:
+        """Stop the writer process once everything committed is on disk."""
+        self._process.close()
+
+    @property
+    def writer_pid(self) -> int | None:
+        return self._process.pid
+
     def mark_trial(self, trial: Any) -> None:
         self._dirty[trial.trial_id] = trial
 
     def journal_end(self, trial: Any) -> None:
-        self._journal.append(json.dumps(trial.get_state()))
+        self._journal.append(trial.get_state())
 
     async def commit(self, oracle: bool = True) -> None:
         """Return once every change recorded so far is on disk.
@@ -102,18 +140,10 @@ class StateStore:
     async def _write_groups(self) -> None:
         while self._next is not None:
             waiter, self._next = self._next, None
-            # Serialize on the loop (the state must not change under us),
-            # write in a thread (fsync releases the GIL).
-            trials = {tid: json.dumps(t.get_state()) for tid, t in self._dirty.items()}
-            self._dirty = {}
-            journal, self._journal = self._journal, []
-            oracle = server = None
-            if self._oracle_dirty:
-                self._oracle_dirty = False
-                oracle = json.dumps(self._oracle_state())
-                server = json.dumps(self._server_state())
+            # Serialize on the loop (the state must not change under us).
+            group = self._group(oracle=self._oracle_dirty)
             try:
-                await asyncio.to_thread(self._write, trials, journal, oracle, server)
+                await self._process.write(group)
             except Exception as exc:  # a full or read-only volume: the RPC fails, the chief goes on
                 log.error("could not save the search state: %s", exc)
                 waiter.set_exception(exc)
@@ -121,37 +151,26 @@ class StateStore:
                 self.commits += 1
                 waiter.set_result(None)
 
-    def _write(self, trials: dict[str, str], journal: list[str], oracle: str | None, server: str | None) -> None:
-        # Trials and journal first, then oracle.json: it never names a trial
-        # whose file is not on disk yet.
-        jobs = [self._files.submit(atomic_write_text, self.paths.trial_dir(tid) / "trial.json", text) for tid, text in trials.items()]
-        if journal:
-            self.paths.tuner.mkdir(parents=True, exist_ok=True)
-            jobs.append(self._files.submit(self._append_journal, journal))
-        self._wait(jobs)
-        jobs = [self._files.submit(atomic_write_text, path, text) for path, text in ((self.oracle_file, oracle), (self.server_file, server)) if text is not None]
-        self._wait(jobs)
-
-    @staticmethod
-    def _wait(jobs: list[Any]) -> None:
-        errors = [job.exception() for job in jobs]  # wait for all, then report the first failure
-        for error in errors:
-            if error is not None:
-                raise error
-
-    def _append_journal(self, journal: list[str]) -> None:
-        with open(self.journal_file, "a") as handle:
-            handle.write("".join(line + "\n" for line in journal))
-            handle.flush()
-            os.fsync(handle.fileno())
+    def _group(self, oracle: bool, force_status: bool = False) -> Group:
+        """Everything recorded so far; `oracle`: with oracle.json (and status.json when due)."""
+        tuner = self._tuner_dir
+        group = Group(trials={f"{tuner}/trial_{tid}/trial.json": t.get_state() for tid, t in self._dirty.items()})
+        self._dirty = {}
+        if self._journal:
+            group.journal = (self._journal_path, self._journal)
+            self._journal = []
+        if oracle:
+            self._oracle_dirty = False
+            group.after = {self._oracle_path: self._oracle_state()}
+            key, now = self._server_key(), time.monotonic()
+            if force_status or self._status_written is None or self._status_written[0] != key or now - self._status_written[1] >= self.status_every:
+                group.after[self._server_path] = self._server_state()
+                self._status_written = (key, now)
+        return group
 
     def flush_now(self) -> None:
         """Write everything pending, synchronously (at start-up and shutdown)."""
-        trials = {tid: json.dumps(t.get_state()) for tid, t in self._dirty.items()}
-        self._dirty = {}
-        journal, self._journal = self._journal, []
-        self._oracle_dirty = False
-        self._write(trials, journal, json.dumps(self._oracle_state()), json.dumps(self._server_state()))
+        write_group(self._group(oracle=True, force_status=True), self._files)
 
     def load(self) -> LoadedState:
         """Read the trials, the journal and `oracle.json`, noting anything torn."""

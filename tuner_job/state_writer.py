@@ -1,0 +1,267 @@
+"""The chief's state writer: a child process that puts each group of state on disk.
+
+Why a process and not a thread: under load the chief's event loop holds the GIL
+almost all the time. A writer *thread* gives the GIL up for every syscall (open,
+write, fsync, rename) and must wait to take it back, up to the interpreter's
+switch interval (5 ms) each time, while stealing the loop's time when it does.
+Measured with 256 simulated workers, that made file writing the largest cost of
+the chief (see bench/README.md). A child has its own interpreter: the loop hands
+it one pickled group per commit (one `os.write`) and the files are written on
+another core.
+
+Contract:
+- `write_group(group, pool)` writes one group: the trial files (in parallel) and
+  the journal lines (appended, fsynced), then the files in `after` (oracle.json,
+  status.json), so they never name a trial whose file is not on disk yet. Every
+  file is written atomically (`layout.atomic_write_text`). The child and the
+  chief's synchronous paths (start-up, shutdown, fallback) share it.
+- `StateWriter` is the chief's end. `await write(group)` returns once the group
+  is on disk. If the child is gone (killed, out of memory) the group is written
+  in-process instead, from then on, with one warning: slower, never lost.
+- Wire (child's stdin -> stdout): a 4-byte big-endian length + a pickled
+  `Group` as a tuple; one reply line per group, in order: `ok` or
+  `error <message>`.
+- The child ignores SIGINT and SIGTERM and exits when its stdin closes, that
+  is when the chief exits, however it dies, after finishing the group at hand.
+- Stdlib only (plus `tuner_job.layout`): the child starts in tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner_job.layout import atomic_write_text
+
+__all__ = ["Group", "StateWriter", "write_group"]
+
+log = logging.getLogger("tuner_job.chief")
+
+_HEADER = struct.Struct(">I")
+_PIPE_BYTES = 1 << 20  # F_SETPIPE_SZ: a large group goes over in one write
+_F_SETPIPE_SZ = 1031
+
+
+@dataclass
+class Group:
+    """One commit's files: `trials` and `journal` first, then `after`.
+
+    Contents are JSON-able objects (dicts of plain values), serialized by
+    whoever writes them: on the loop they are only pickled, which is several
+    times cheaper than encoding JSON. Pickling (or `as_text()`) snapshots
+    them, so the loop may change the originals afterwards.
+    """
+
+    trials: dict[str, Any] = field(default_factory=dict)  # path -> object
+    journal: tuple[str, list[Any]] | None = None  # path, objects to append as lines
+    after: dict[str, Any] = field(default_factory=dict)  # path -> object
+
+    def as_text(self) -> "Group":
+        """The same group with every object encoded now."""
+        return Group(
+            {path: _text(obj) for path, obj in self.trials.items()},
+            None if self.journal is None else (self.journal[0], [_text(obj) for obj in self.journal[1]]),
+            {path: _text(obj) for path, obj in self.after.items()},
+        )
+
+
+def _text(obj: Any) -> str:
+    return obj if isinstance(obj, str) else json.dumps(obj)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    atomic_write_text(Path(path), _text(obj))
+
+
+def _append_lines(path: str, objects: list[Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write("".join(_text(obj) + "\n" for obj in objects))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _wait(jobs: list) -> None:
+    errors = [job.exception() for job in jobs]  # wait for all, then report the first failure
+    for error in errors:
+        if error is not None:
+            raise error
+
+
+def write_group(group: Group, pool: ThreadPoolExecutor) -> None:
+    """Write one group; concurrent fsyncs share the filesystem's journal commits."""
+    jobs = [pool.submit(_write_json, path, obj) for path, obj in group.trials.items()]
+    if group.journal is not None and group.journal[1]:
+        jobs.append(pool.submit(_append_lines, *group.journal))
+    _wait(jobs)
+    _wait([pool.submit(_write_json, path, obj) for path, obj in group.after.items()])
+
+
+class WriterGone(RuntimeError):
+    pass
+
+
+class StateWriter:
+    """The chief's end of the writer child; used from the event loop's thread only."""
+
+    def __init__(self, pool: ThreadPoolExecutor):
+        self._pool = pool  # for in-process writes
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._replies = b""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reaped: subprocess.Popen[bytes] | None = None  # a stopped child, to wait for
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the child (it imports nothing heavy); writes go to it from now on."""
+        if self._proc is not None:
+            return
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tuner_job.state_writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            import fcntl
+
+            fcntl.fcntl(self._proc.stdin.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+        except OSError:
+            pass  # the default size works too: a large group takes a few writes
+        os.set_blocking(self._proc.stdout.fileno(), False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._proc.stdout.fileno(), self._on_reply)
+
+    async def write(self, group: Group) -> None:
+        """Return once `group` is on disk."""
+        if self._proc is not None:
+            try:
+                await self._send(group)
+                return
+            except WriterGone:
+                pass  # `_gone` warned; this group and the next are written here
+        await asyncio.to_thread(write_group, group.as_text(), self._pool)  # encoded before the loop goes on
+
+    async def _send(self, group: Group) -> None:
+        assert self._proc is not None and self._proc.stdin is not None and self._loop is not None
+        payload = pickle.dumps((group.trials, group.journal, group.after), protocol=pickle.HIGHEST_PROTOCOL)
+        future = self._loop.create_future()
+        self._waiting.append(future)
+        try:
+            self._proc.stdin.write(_HEADER.pack(len(payload)) + payload)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            self._gone(f"cannot send to it: {exc}")
+        await future
+
+    def _on_reply(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            data = os.read(self._proc.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._gone(f"it exited with code {self._proc.poll()}")
+            return
+        self._replies += data
+        *lines, self._replies = self._replies.split(b"\n")
+        for line in lines:
+            future = self._waiting.popleft()
+            if future.done():
+                continue
+            if line == b"ok":
+                future.set_result(None)
+            else:
+                future.set_exception(OSError(line.decode(errors="replace").removeprefix("error ")))
+
+    def _gone(self, reason: str) -> None:
+        """The child is gone: say so once, fail what waits on it, write in-process from now on."""
+        log.warning("the state writer process is gone (%s); the chief writes its state itself from now on", reason)
+        self._stop_reading()
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(WriterGone(reason))
+
+    def _stop_reading(self) -> None:
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        if self._loop is not None and proc.stdout is not None:
+            try:
+                self._loop.remove_reader(proc.stdout.fileno())
+            except (ValueError, OSError):
+                pass
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        self._reaped = proc
+
+    def close(self) -> None:
+        """Close the child's stdin: it finishes the group at hand and exits."""
+        self._stop_reading()
+        proc, self._reaped = self._reaped, None
+        if proc is not None:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _read_exact(stream, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def main() -> int:
+    # The chief decides when this process ends: it exits when its stdin closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="state-fsync") as pool:
+        while True:
+            header = _read_exact(source, _HEADER.size)
+            if header is None:
+                return 0
+            payload = _read_exact(source, _HEADER.unpack(header)[0])
+            if payload is None:
+                return 0
+            try:
+                write_group(Group(*pickle.loads(payload)), pool)
+                reply = b"ok\n"
+            except Exception as exc:  # a full or read-only volume: the chief reports it
+                reply = ("error " + f"{type(exc).__name__}: {exc}".replace("\n", " ")).encode() + b"\n"
+            sink.write(reply)
+            sink.flush()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
