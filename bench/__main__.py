@@ -38,6 +38,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, nargs="+", default=[8, 64, 256], help="M, simulated workers per capacity run")
     p.add_argument("--train-seconds", type=float, default=1.0, help="T, each simulated trial's training time")
     p.add_argument("--trials-per-worker", type=int, default=8, help="trials per capacity run = M x this")
+    p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the no-op server run at the largest M (the harness's floor)")
     p.add_argument("--exit-cap", type=float, default=21.0, help="wait at most this long for a chief to exit after the last trial")
     p.add_argument("--coordination-trials", type=int, default=5000)
     p.add_argument("--coordination-stock-trials", type=int, default=2000, help="the stock chief slows with the search; it runs fewer")
@@ -70,6 +71,11 @@ def run_capacity(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
             timeout = max(60.0, trials / 20.0 + 30 * args.train_seconds + 30)  # stock at M=256 runs ~60-100 trials/s
             log(f"capacity: {chief} chief, M={m}, T={args.train_seconds:g}s, {trials} trials")
             runs.append(cap.capacity(chief, m, args.train_seconds, trials, timeout=timeout, exit_cap=args.exit_cap))
+    if args.floor:
+        m = max(args.workers)
+        trials = m * args.trials_per_worker
+        log(f"capacity: the floor (no-op server, same wire and harness), M={m}, {trials} trials")
+        runs.append(cap.capacity(cap.FLOOR, m, args.train_seconds, trials, timeout=max(60.0, trials / 20.0 + 60), exit_cap=args.exit_cap))
     return runs
 
 

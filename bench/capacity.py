@@ -37,6 +37,7 @@ from typing import Any
 from bench.common import child_env, free_port, percentile, python, REPO
 
 CHIEFS = ("stock", "ours")
+FLOOR = "noop"  # not a chief: a stateless server on the same wire (bench.chiefs)
 
 
 class RunFailed(RuntimeError):
@@ -65,8 +66,8 @@ def run_once(
     sample_every: int = 50,
 ) -> dict[str, Any]:
     """One chief, M workers, `trials` trials; the raw client record plus the chief's exit."""
-    if chief not in CHIEFS:
-        raise ValueError(f"chief must be one of {CHIEFS}, got {chief!r}")
+    if chief not in CHIEFS + (FLOOR,):
+        raise ValueError(f"chief must be one of {CHIEFS + (FLOOR,)}, got {chief!r}")
     own_tmp = workdir is None
     root = Path(tempfile.mkdtemp(prefix=f"bench-{chief}-")) if own_tmp else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)

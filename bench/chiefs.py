@@ -1,4 +1,4 @@
-"""`python -m bench.chiefs {stock,ours} ...`: a chief hosting the same oracle, stock or ours.
+"""`python -m bench.chiefs {stock,ours,noop} ...`: a chief hosting the same oracle, stock or ours.
 
 Both host a `RandomSearchOracle` over a space declared up front (no hypermodel
 is built), objective `val_loss`:
@@ -7,6 +7,10 @@ is built), objective `val_loss`:
   stock KerasTuner chief runs: one serving thread, `oracle.json` rewritten on
   every change, the per-trial display, and an exit check every 20 s.
 - ours: `tuner_job.oracle_server.OracleServer` on grpc.aio, as `tuner_job.chief` runs it.
+- noop: the floor, not a chief. A grpc.aio server on KerasTuner's wire that
+  hands out one fixed trial proto under new ids, keeps no state, writes
+  nothing and imports no TensorFlow. What the simulated workers get from it is
+  the best this harness can measure on this machine.
 
 On exit it writes a small JSON report (`--report`): its CPU seconds, when the
 search ended, and when it stopped serving.
@@ -75,9 +79,56 @@ async def _serve_ours(directory: Path, port: int, max_trials: int, seed: int) ->
     }
 
 
+async def _serve_noop(port: int, max_trials: int) -> dict:
+    import grpc
+
+    from tuner_job import _kt_wire
+
+    wire = _kt_wire.load()
+    pb, status = wire.service_pb2, wire.keras_tuner_pb2.TrialStatus
+    template = wire.keras_tuner_pb2.Trial(status=status.RUNNING)
+    template.hyperparameters.values.values["units"].int_value = 64  # a trial-sized message
+    template.hyperparameters.values.values["learning_rate"].float_value = 1e-3
+    done = asyncio.Event()
+    counts = {"handed": 0, "ended": 0}
+
+    class Noop(wire.service_pb2_grpc.OracleServicer):
+        async def GetSpace(self, request, context):  # noqa: N802
+            return pb.GetSpaceResponse()
+
+        async def CreateTrial(self, request, context):  # noqa: N802
+            if counts["handed"] >= max_trials:
+                await done.wait()  # as ours: the budget is spent, wait for the end
+                return pb.CreateTrialResponse(trial=wire.keras_tuner_pb2.Trial(status=status.STOPPED))
+            counts["handed"] += 1
+            trial = wire.keras_tuner_pb2.Trial()
+            trial.CopyFrom(template)
+            trial.trial_id = str(counts["handed"])
+            return pb.CreateTrialResponse(trial=trial)
+
+        async def UpdateTrial(self, request, context):  # noqa: N802
+            return pb.UpdateTrialResponse(trial=wire.keras_tuner_pb2.Trial(trial_id=request.trial_id, status=status.RUNNING))
+
+        async def EndTrial(self, request, context):  # noqa: N802
+            counts["ended"] += 1
+            if counts["ended"] >= max_trials:
+                done.set()
+            return pb.EndTrialResponse()
+
+    server = grpc.aio.server()
+    wire.service_pb2_grpc.add_OracleServicer_to_server(Noop(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await done.wait()
+    finished = time.time()
+    await asyncio.sleep(1.0)  # as ours lingers, so waiting workers hear STOPPED
+    await server.stop(grace=0.5)
+    return {"trials": counts["handed"], "completed": counts["ended"], "search_finished_at": finished, "serving_stopped_at": time.time()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chiefs")
-    parser.add_argument("kind", choices=["stock", "ours"])
+    parser.add_argument("kind", choices=["stock", "ours", "noop"])
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-trials", type=int, required=True)
@@ -87,11 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.kind == "stock":
         report = run_stock(args.dir, args.port, args.max_trials, args.seed)
+    elif args.kind == "noop":
+        report = asyncio.run(_serve_noop(args.port, args.max_trials))
     else:
         report = asyncio.run(_serve_ours(args.dir, args.port, args.max_trials, args.seed))
     report.update(kind=args.kind, cpu_seconds=_cpu(), exiting_at=time.time())
     write_json(args.report, report)
-    if args.kind == "ours":
+    if args.kind != "stock":
         # As `python -m tuner_job` ends a chief: everything is flushed, skip
         # TensorFlow's interpreter teardown (1-10 s). The stock chief exits as it does.
         sys.stdout.flush()

@@ -42,14 +42,31 @@ def python() -> str:
     return sys.executable
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a live process (Linux /proc), None if unknown."""
+    """User + system CPU seconds of a live process and its live children (Linux /proc), None if unknown.
+
+    Our chief's state files are written by a child process; its CPU is the chief's.
+    """
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        fields = _stat(pid)
+        total = int(fields[11]) + int(fields[12])
     except (OSError, ValueError, IndexError):
         return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat(int(entry.name))
+            if int(fields[1]) == pid:  # field 4, ppid
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / ticks
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -34,6 +34,12 @@ def _by(results: dict[str, Any], section: str, **match: Any) -> list[dict[str, A
     return [r for r in runs if all(r["config"].get(k) == v for k, v in match.items())]
 
 
+def cap_floor() -> str:
+    from bench.capacity import FLOOR
+
+    return FLOOR
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of issue #5: the figure, the bound, met or not."""
     out: list[dict[str, Any]] = []
@@ -52,6 +58,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"every worker served at M={m}", f"{ours['workers_served']}/{m}", f"{m}/{m}", ours["workers_served"] == m)
             p99 = ours["latency_ms"]["CreateTrial"]["p99"]
             add(f"CreateTrial p99 at M={m}", p99, "<= 50 ms", None if p99 is None else p99 <= 50)
+            floor = next((r for r in caps if r["config"]["chief"] == cap_floor() and r["config"]["workers"] == m), None)
+            if floor:
+                # Not targets: what the same harness gets from a server that does nothing.
+                add(f"floor: no-op server, utilisation at M={m} (steady window)", (floor.get("steady") or {}).get("utilisation"), "(reference)", None)
+                add(f"floor: no-op server, CreateTrial p99 at M={m}", floor["latency_ms"]["CreateTrial"]["p99"], "(reference)", None)
             if stock:
                 ratio = ours["trials_per_s"] / stock["trials_per_s"] if stock["trials_per_s"] else None
                 add(f"throughput vs stock at M={m} (whole run)", ratio, ">= 4x", None if ratio is None else ratio >= 4)
