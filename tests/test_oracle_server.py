@@ -134,3 +134,40 @@ def test_failure_limit_stops_the_search_without_raising(running) -> None:
     stopped, state = r.create("tuner0")
     assert stopped.status == "STOPPED" and state == "failed"
     assert "2 consecutive trials failed" in r.server.message
+
+
+def _restored(tmp: Path, max_trials: int) -> tuple[OracleServer, list[str]]:
+    space = _kt.HyperParameters()
+    space.Int("units", 1, 64)
+    space.Choice("act", ["relu", "tanh"])
+    oracle = _kt.make_oracle("random", objective="val_loss", max_trials=max_trials, epochs=1, seed=1, hyperparameters=space)
+    server = OracleServer(oracle, RunPaths(tmp, "r"), lease_seconds=30, max_consecutive_failed_trials=3)
+    return server, server.restore()
+
+
+@pytest.mark.parametrize("oracle_json", ["stale", "lost"])
+def test_the_journal_restores_what_a_machine_crash_left_behind(running, tmp_path: Path, oracle_json: str) -> None:
+    """A crash of the machine can lose what was written without an fsync:
+    `oracle.json` and the trial checkpoints. The journal keeps every trial
+    handed out (with its owner) and every result."""
+    r = running(max_trials=5)
+    done, _ = r.create("tuner0")
+    r.end(done, loss=0.25)
+    first, _ = r.create("tuner1")
+    tuner_dir = tmp_path / "runs" / "r" / "tuner"
+    stale = (tuner_dir / "oracle.json").read_text()  # knows tuner1's trial, not what follows
+    second, _ = r.create("tuner2")
+    r.close()
+    (tuner_dir / "oracle.json").write_text(stale) if oracle_json == "stale" else (tuner_dir / "oracle.json").unlink()
+    (tuner_dir / f"trial_{second.trial_id}" / "trial.json").unlink()  # its checkpoint never reached the disk
+    (tuner_dir / f"trial_{done.trial_id}" / "trial.json").write_text("{")  # torn
+
+    server, notes = _restored(tmp_path, max_trials=5)
+    oracle = server.oracle
+    assert {tuner: t.trial_id for tuner, t in oracle.ongoing_trials.items()} == {"tuner1": first.trial_id, "tuner2": second.trial_id}, notes
+    assert oracle._retry_queue == []
+    assert oracle.trials[done.trial_id].status == "COMPLETED" and oracle.trials[done.trial_id].score == pytest.approx(0.25)
+    assert oracle.trials[second.trial_id].hyperparameters.values == second.hyperparameters.values
+    assert server.counts["completed"] == 1
+    assert any(f"trial {second.trial_id} stays with tuner2" in note for note in notes), notes
+    assert any("recovered from the journal" in note for note in notes), notes

@@ -93,19 +93,23 @@ class RunPaths:
         return self.root / "best"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
     """Write a file so that a reader never sees it half-written.
 
     The text goes to a temp file in the same folder, is fsynced, then renamed
     over the target; a kill at any moment leaves the old or the new file.
+    `fsync=False` is for files that another, fsynced record can rebuild (the
+    chief's checkpoints, see `state_writer`): a killed process still leaves
+    the old or the new file, and only a crash of the machine can lose the write.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -137,10 +137,14 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             # A stock reload would re-queue these; we keep them with their owners.
             for tuner, trial in list(self.oracle.ongoing_trials.items()):
                 self.oracle.ongoing_trials[tuner] = self.oracle.trials[trial.trial_id]
+            referenced = {t.trial_id for t in self.oracle.ongoing_trials.values()} | set(self.oracle._retry_queue)
+            unlisted = [t for t in loaded.owners if t not in referenced]  # handed out after oracle.json's last flush
+            notes += self._reclaim(loaded.owners, unlisted, "oracle.json had not recorded it")
         else:
             requeued = _kt.rebuild_oracle_state(self.oracle, loaded.trials, loaded.end_order)
-            if requeued:
-                notes.append(f"trials {requeued} were running; they go back to the queue")
+            notes += self._reclaim(loaded.owners, requeued, "oracle.json was rebuilt")
+            if self.oracle._retry_queue:
+                notes.append(f"trials {sorted(self.oracle._retry_queue)} were running with no known owner; they go back to the queue")
         server = loaded.server_state or {}
         self.consecutive_failures = int(server.get("consecutive_failures", 0))
         self.exhausted = bool(server.get("exhausted", False))
@@ -164,6 +168,23 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             f"{len(self.oracle.ongoing_trials)} in flight (kept with their workers), {len(self.oracle._retry_queue)} queued"
         )
         self.store.flush_now()
+        return notes
+
+    def _reclaim(self, owners: dict[str, str], trial_ids: list[str], why: str) -> list[str]:
+        """Give running trials back to the owners the journal names (instead of the queue)."""
+        notes = []
+        for trial_id in trial_ids:
+            trial, tuner = self.oracle.trials.get(trial_id), owners.get(trial_id)
+            if trial is None or tuner is None or trial.status in _TERMINAL or trial_id in self.oracle.end_order:
+                continue
+            if trial_id in self.oracle._retry_queue:
+                self.oracle._retry_queue.remove(trial_id)
+            if tuner in self.oracle.ongoing_trials:
+                self.oracle._retry_queue.append(trial_id)  # the owner holds a newer trial
+                continue
+            trial.status = _kt.TrialStatus.RUNNING
+            self.oracle.ongoing_trials[tuner] = trial
+            notes.append(f"trial {trial_id} stays with {tuner} ({why}; the journal had it)")
         return notes
 
     def _count_end(self, trial: Any) -> None:
@@ -258,6 +279,8 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             if trial is not None and trial.status == _kt.TrialStatus.RUNNING:
                 resumed = trial.trial_id in self._lease_seen
                 self._lease_seen[trial.trial_id] = time.monotonic()
+                if not resumed:
+                    self.store.journal_start(trial, tuner_id)
                 await self.store.commit()
                 if self.on_trial_start is not None:
                     self.on_trial_start(trial, tuner_id if not resumed else f"{tuner_id} (resumed)")
@@ -295,9 +318,9 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                 trial = self.oracle.update_trial(request.trial_id, dict(request.metrics), step=request.step)
             except ValueError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            # Not waited for: the metrics reach trial.json with the next group,
-            # and EndTrial, which is waited for, also carries them (ours do).
-            self._background(self.store.commit(oracle=False))
+            # Not written now: the metrics reach trial.json with the next group
+            # (any RPC's, or the lease reaper's within a second), and EndTrial,
+            # which is waited for, carries them too (ours do).
         self._metadata(context)
         return _kt.pb.UpdateTrialResponse(trial=self._protos.to_proto(trial))
 
@@ -384,6 +407,8 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             if expired:
                 await self.store.commit()
                 await self._notify()
+            elif self.store.pending():
+                self._background(self.store.commit(oracle=False))  # UpdateTrial's metrics, when nothing else wrote them
 
     async def start(self, host: str, port: int) -> grpc.aio.Server:
         """Bind and start serving; `wait()` blocks until the search ends."""

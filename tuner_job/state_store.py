@@ -4,28 +4,27 @@ Contract:
 - Used from the event loop's thread only. The loop serializes the state (it must
   not change under us); a child process writes the files (`state_writer`: a
   writer thread would fight the busy loop for the GIL at every syscall).
-- `mark_trial()` records a changed trial; `journal_end()` records a finished
-  one. `await commit()` returns once everything recorded before the call is on
-  disk. Calls that arrive while a write is in flight share the next write
-  (group commit), so `oracle.json` is rewritten once per group instead of
-  twice per trial.
-- Every file is written atomically (temp file, fsync, rename): a kill at any
-  moment leaves the old or the new file, never a torn one.
+- `tuner/journal.jsonl` is the write-ahead log: `journal_start()` records a
+  trial handed out (whole, with its owner), `journal_end()` a trial finished
+  (whole, results included). `mark_trial()` records any other change, for the
+  trial's checkpoint file. `await commit()` returns once every journal line
+  recorded before the call is fsynced and `oracle.json` is replaced. Calls that
+  arrive while a write is in flight share the next write (group commit), so a
+  group of n trials costs one fsync, and `oracle.json` is rewritten once per
+  group instead of twice per trial. See `state_writer` for what is durable when.
+- Every file is replaced atomically (temp file, rename): a kill at any moment
+  leaves the old or the new file, never a torn one.
 - `commit(oracle=False)` is for changes that touch trials only (UpdateTrial's
-  metrics): it writes their `trial.json` and skips `oracle.json` and
-  `status.json`.
+  metrics): it writes their checkpoints and skips `oracle.json` and `status.json`.
 - `status.json` is progress for `tunectl` plus the few values a restart needs
   (the server's `server_key`: state, failure count, budget spent). It is
   written in the group where those change, else at most every `status_every`
   seconds, and always by `flush_now()`: its map of running trials grows with
   the workers, and serializing it with every group cost the loop as much as
   the oracle itself at 256 workers.
-- The trial files of one group (and the journal) are written and fsynced
-  concurrently, then `oracle.json` and `status.json`: a group of n trials costs
-  about two fsyncs, not n + 2.
-- `tuner/journal.jsonl` is append-only: one line per finished trial, holding the
-  whole trial. It is the second copy that recovers a finished trial whose
-  `trial.json` was lost or torn, and the end order when `oracle.json` was.
+- `load()` takes each trial from the journal where that is newer (a finished
+  trial; a checkpoint missing or torn), else from its checkpoint, and the owner
+  of every running trial from its last start line.
 - `start()` (on the running loop) starts the writer process, `close()` stops it;
   without `start()`, or once the process is gone, the store writes in-process.
 """
@@ -36,7 +35,6 @@ import asyncio
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,7 +43,12 @@ from tuner_job import _kt
 from tuner_job.layout import RunPaths
 from tuner_job.state_writer import Group, StateWriter, write_group
 
-__all__ = ["StateStore", "LoadedState"]
+__all__ = ["StateStore", "LoadedState", "JOURNAL_EVENT", "JOURNAL_OWNER"]
+
+#: Keys a journal line adds to a trial's state: "start" (handed out, with the
+#: owner) or "end" (finished). A line without them is an end (older runs).
+JOURNAL_EVENT = "journal_event"
+JOURNAL_OWNER = "journal_owner"
 
 log = logging.getLogger("tuner_job.chief")
 
@@ -57,6 +60,7 @@ class LoadedState:
     trials: dict[str, Any] = field(default_factory=dict)  # trial_id -> Trial
     oracle_state: dict[str, Any] | None = None
     end_order: list[str] = field(default_factory=list)
+    owners: dict[str, str] = field(default_factory=dict)  # running trial_id -> tuner_id, from the journal
     server_state: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -81,12 +85,12 @@ class StateStore:
         self._status_written: tuple[Any, float] | None = None
         self._dirty: dict[str, Any] = {}
         self._journal: list[dict[str, Any]] = []
+        self._fresh: dict[str, dict[str, Any]] = {}  # a state journaled since the trial last changed: its checkpoint too
         self._next: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0  # groups written (the benchmark reads it)
         self._oracle_dirty = True  # oracle.json and status.json are due in the next group
-        self._files = ThreadPoolExecutor(max_workers=16, thread_name_prefix="state-fsync")  # in-process writes
-        self._process = StateWriter(self._files)
+        self._process = StateWriter()
         # As strings, once: building Paths for every group showed in profiles.
         self._tuner_dir = str(paths.tuner)
         self._journal_path, self._oracle_path, self._server_path = str(self.journal_file), str(self.oracle_file), str(self.server_file)
@@ -116,11 +120,23 @@ class StateStore:
     def writer_pid(self) -> int | None:
         return self._process.pid
 
+    def pending(self) -> bool:
+        """Whether a trial change or a journal line waits for the next group."""
+        return bool(self._dirty or self._journal)
+
     def mark_trial(self, trial: Any) -> None:
         self._dirty[trial.trial_id] = trial
+        self._fresh.pop(trial.trial_id, None)
+
+    def journal_start(self, trial: Any, tuner_id: str) -> None:
+        """A trial handed to `tuner_id`: its line makes the hand-out durable."""
+        state = self._fresh[trial.trial_id] = trial.get_state()
+        self._journal.append({**state, JOURNAL_EVENT: "start", JOURNAL_OWNER: tuner_id})
 
     def journal_end(self, trial: Any) -> None:
-        self._journal.append(trial.get_state())
+        """A finished trial, whole (results included)."""
+        state = self._fresh[trial.trial_id] = trial.get_state()
+        self._journal.append({**state, JOURNAL_EVENT: "end"})
 
     async def commit(self, oracle: bool = True) -> None:
         """Return once every change recorded so far is on disk.
@@ -154,8 +170,11 @@ class StateStore:
     def _group(self, oracle: bool, force_status: bool = False) -> Group:
         """Everything recorded so far; `oracle`: with oracle.json (and status.json when due)."""
         tuner = self._tuner_dir
-        group = Group(trials={f"{tuner}/trial_{tid}/trial.json": t.get_state() for tid, t in self._dirty.items()})
-        self._dirty = {}
+        fresh = self._fresh
+        group = Group(trials={f"{tuner}/trial_{tid}/trial.json": fresh.get(tid) or t.get_state() for tid, t in self._dirty.items()})
+        for tid, state in fresh.items():  # journaled without a change KerasTuner saved (a retried trial handed out)
+            group.trials.setdefault(f"{tuner}/trial_{tid}/trial.json", state)
+        self._dirty, self._fresh = {}, {}
         if self._journal:
             group.journal = (self._journal_path, self._journal)
             self._journal = []
@@ -170,41 +189,47 @@ class StateStore:
 
     def flush_now(self) -> None:
         """Write everything pending, synchronously (at start-up and shutdown)."""
-        write_group(self._group(oracle=True, force_status=True), self._files)
+        write_group(self._group(oracle=True, force_status=True), durable=True)
 
     def load(self) -> LoadedState:
         """Read the trials, the journal and `oracle.json`, noting anything torn."""
         state = LoadedState()
-        journal: dict[str, dict[str, Any]] = {}
+        journal: dict[str, dict[str, Any]] = {}  # trial_id -> its last line
         if self.journal_file.is_file():
             for number, line in enumerate(self.journal_file.read_text().splitlines(), start=1):
                 try:
                     entry = json.loads(line)
-                except ValueError:
+                    trial_id = str(entry["trial_id"])
+                except (ValueError, KeyError, TypeError):
                     state.problems.append(f"{self.journal_file.name} line {number} is torn; skipped")
                     continue
-                journal[str(entry["trial_id"])] = entry
-                state.end_order.append(str(entry["trial_id"]))
+                journal[trial_id] = entry
+                if entry.get(JOURNAL_EVENT, "end") == "end":
+                    state.end_order.append(trial_id)
         for trial_file in sorted(self.paths.tuner.glob("trial_*/trial.json")):
             trial_id = trial_file.parent.name.removeprefix("trial_")
+            entry = journal.get(trial_id)
             try:
                 trial = _kt.Trial.from_state(json.loads(trial_file.read_text()))
             except (ValueError, KeyError, TypeError):
-                if trial_id in journal:
+                if entry is not None:
                     state.problems.append(f"{trial_file} was torn; recovered from the journal")
-                    trial = _kt.Trial.from_state(journal[trial_id])
-                    self.mark_trial(trial)
                 else:
                     state.problems.append(f"{trial_file} was torn and the trial had not finished; it runs again")
-                    continue
-            if trial_id in journal and trial.status not in ("COMPLETED", "FAILED"):
-                trial = _kt.Trial.from_state(journal[trial_id])  # the journal is newer
+                continue
+            if entry is not None and entry.get(JOURNAL_EVENT, "end") == "end" and trial.status not in ("COMPLETED", "FAILED"):
+                continue  # the checkpoint lags the end: the journal's line wins (and rewrites the file)
+            # Running: the checkpoint is as new as the journal's start line, or
+            # newer (metrics that came after it).
             state.trials[trial.trial_id] = trial
         for trial_id, entry in journal.items():
             if trial_id not in state.trials:
-                state.problems.append(f"trial {trial_id}'s trial.json was missing; recovered from the journal")
+                if not (self.paths.trial_dir(trial_id) / "trial.json").exists():
+                    state.problems.append(f"trial {trial_id}'s trial.json was missing; recovered from the journal")
                 state.trials[trial_id] = _kt.Trial.from_state(entry)
                 self.mark_trial(state.trials[trial_id])
+            if entry.get(JOURNAL_EVENT) == "start" and entry.get(JOURNAL_OWNER):
+                state.owners[trial_id] = str(entry[JOURNAL_OWNER])
         state.end_order = list(dict.fromkeys(state.end_order))
         if self.oracle_file.is_file():
             try:

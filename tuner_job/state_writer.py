@@ -9,15 +9,26 @@ the chief (see bench/README.md). A child has its own interpreter: the loop hands
 it one pickled group per commit (one `os.write`) and the files are written on
 another core.
 
+What is durable, and when (the journal is a write-ahead log):
+- `tuner/journal.jsonl` is the record: one line per trial handed out (with its
+  owner) and per trial finished, appended and fsynced. That is the only fsync
+  a group waits for.
+- `oracle.json` (and `status.json` when due) are then replaced atomically,
+  without an fsync, before the group counts as written: a killed chief leaves
+  them current.
+- Trial files (`trial_<id>/trial.json`) are checkpoints, replaced atomically
+  after the reply. A restart reads each trial from the journal where its last
+  line is newer (a finished trial, or a file that is missing or torn), and
+  after a crash of the machine takes owners the journal has but a stale
+  `oracle.json` lacks (`StateStore.load`, `OracleServer.restore`).
+
 Contract:
-- `write_group(group, pool)` writes one group: the trial files (in parallel) and
-  the journal lines (appended, fsynced), then the files in `after` (oracle.json,
-  status.json), so they never name a trial whose file is not on disk yet. Every
-  file is written atomically (`layout.atomic_write_text`). The child and the
-  chief's synchronous paths (start-up, shutdown, fallback) share it.
+- `write_group(group, durable)` writes one group in that order; `durable=True`
+  (start-up, shutdown) fsyncs every file too. The child and the chief's
+  synchronous paths (start-up, shutdown, fallback) share it.
 - `StateWriter` is the chief's end. `await write(group)` returns once the group
-  is on disk. If the child is gone (killed, out of memory) the group is written
-  in-process instead, from then on, with one warning: slower, never lost.
+  is written as above. If the child is gone (killed, out of memory) the group is
+  written in-process instead, from then on, with one warning: slower, never lost.
 - Wire (child's stdin -> stdout): a 4-byte big-endian length + a pickled
   `Group` as a tuple; one reply line per group, in order: `ok` or
   `error <message>`.
@@ -34,11 +45,11 @@ import json
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +67,7 @@ _F_SETPIPE_SZ = 1031
 
 @dataclass
 class Group:
-    """One commit's files: `trials` and `journal` first, then `after`.
+    """One commit's files: the journal, then `after`, then the `trials` checkpoints.
 
     Contents are JSON-able objects (dicts of plain values), serialized by
     whoever writes them: on the loop they are only pickled, which is several
@@ -64,7 +75,7 @@ class Group:
     them, so the loop may change the originals afterwards.
     """
 
-    trials: dict[str, Any] = field(default_factory=dict)  # path -> object
+    trials: dict[str, Any] = field(default_factory=dict)  # path -> object (checkpoints)
     journal: tuple[str, list[Any]] | None = None  # path, objects to append as lines
     after: dict[str, Any] = field(default_factory=dict)  # path -> object
 
@@ -81,10 +92,6 @@ def _text(obj: Any) -> str:
     return obj if isinstance(obj, str) else json.dumps(obj)
 
 
-def _write_json(path: str, obj: Any) -> None:
-    atomic_write_text(Path(path), _text(obj))
-
-
 def _append_lines(path: str, objects: list[Any]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
@@ -93,20 +100,24 @@ def _append_lines(path: str, objects: list[Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def _wait(jobs: list) -> None:
-    errors = [job.exception() for job in jobs]  # wait for all, then report the first failure
-    for error in errors:
-        if error is not None:
-            raise error
-
-
-def write_group(group: Group, pool: ThreadPoolExecutor) -> None:
-    """Write one group; concurrent fsyncs share the filesystem's journal commits."""
-    jobs = [pool.submit(_write_json, path, obj) for path, obj in group.trials.items()]
+def write_record(group: Group, durable: bool = False) -> None:
+    """The part of a group an RPC waits for: the journal (fsynced), then `after`."""
     if group.journal is not None and group.journal[1]:
-        jobs.append(pool.submit(_append_lines, *group.journal))
-    _wait(jobs)
-    _wait([pool.submit(_write_json, path, obj) for path, obj in group.after.items()])
+        _append_lines(*group.journal)
+    for path, obj in group.after.items():
+        atomic_write_text(Path(path), _text(obj), fsync=durable)
+
+
+def write_checkpoints(group: Group, durable: bool = False) -> None:
+    """The trial files of a group, each replaced atomically."""
+    for path, obj in group.trials.items():
+        atomic_write_text(Path(path), _text(obj), fsync=durable)
+
+
+def write_group(group: Group, durable: bool = False) -> None:
+    """All of a group, in order; `durable`: every file fsynced (start-up, shutdown)."""
+    write_record(group, durable)
+    write_checkpoints(group, durable)
 
 
 class WriterGone(RuntimeError):
@@ -116,8 +127,7 @@ class WriterGone(RuntimeError):
 class StateWriter:
     """The chief's end of the writer child; used from the event loop's thread only."""
 
-    def __init__(self, pool: ThreadPoolExecutor):
-        self._pool = pool  # for in-process writes
+    def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._replies = b""
@@ -157,7 +167,7 @@ class StateWriter:
                 return
             except WriterGone:
                 pass  # `_gone` warned; this group and the next are written here
-        await asyncio.to_thread(write_group, group.as_text(), self._pool)  # encoded before the loop goes on
+        await asyncio.to_thread(write_group, group.as_text())  # encoded before the loop goes on
 
     async def _send(self, group: Group) -> None:
         assert self._proc is not None and self._proc.stdin is not None and self._loop is not None
@@ -231,36 +241,55 @@ class StateWriter:
                 proc.wait()
 
 
-def _read_exact(stream, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = stream.read(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
+def _frames(buffer: bytearray) -> list[bytes]:
+    """Take every complete frame off the front of `buffer`."""
+    frames = []
+    while len(buffer) >= _HEADER.size:
+        size = _HEADER.unpack_from(buffer)[0]
+        if len(buffer) < _HEADER.size + size:
+            break
+        frames.append(bytes(buffer[_HEADER.size:_HEADER.size + size]))
+        del buffer[:_HEADER.size + size]
+    return frames
+
+
+def _checkpoint(path: str, obj: Any) -> None:
+    try:
+        atomic_write_text(Path(path), _text(obj), fsync=False)
+    except Exception as exc:  # the journal has it; say so and go on
+        print(f"state writer: the checkpoint {path} was not written: {exc}", file=sys.stderr, flush=True)
 
 
 def main() -> int:
     # The chief decides when this process ends: it exits when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    source, sink = sys.stdin.buffer, sys.stdout.buffer
-    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="state-fsync") as pool:
-        while True:
-            header = _read_exact(source, _HEADER.size)
-            if header is None:
-                return 0
-            payload = _read_exact(source, _HEADER.unpack(header)[0])
-            if payload is None:
-                return 0
+    source, sink = sys.stdin.fileno(), sys.stdout.buffer
+    buffer = bytearray()
+    # Trial checkpoints not yet written, newest per file. A group waits for no
+    # checkpoint: they are written while no group waits, so a trial's start
+    # and end often make one write.
+    pending: dict[str, Any] = {}
+    while True:
+        for frame in _frames(buffer):
+            group = Group(*pickle.loads(frame))
             try:
-                write_group(Group(*pickle.loads(payload)), pool)
+                write_record(group)
                 reply = b"ok\n"
+                pending.update(group.trials)
             except Exception as exc:  # a full or read-only volume: the chief reports it
                 reply = ("error " + f"{type(exc).__name__}: {exc}".replace("\n", " ")).encode() + b"\n"
             sink.write(reply)
             sink.flush()
+        if pending and not select.select([source], [], [], 0)[0]:
+            _checkpoint(*pending.popitem())
+            continue
+        data = os.read(source, _PIPE_BYTES)
+        if not data:  # the chief is gone: finish the checkpoints, then go
+            for path, obj in pending.items():
+                _checkpoint(path, obj)
+            return 0
+        buffer += data
 
 
 if __name__ == "__main__":
