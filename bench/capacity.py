@@ -37,7 +37,8 @@ from typing import Any
 from bench.common import child_env, free_port, percentile, python, REPO
 
 CHIEFS = ("stock", "ours")
-FLOOR = "noop"  # not a chief: a stateless server on the same wire (bench.chiefs)
+FLOOR = "noop"
+SETTLE_PERIODS = 3  # "settled": from 3 trial lengths after the start  # not a chief: a stateless server on the same wire (bench.chiefs)
 
 
 class RunFailed(RuntimeError):
@@ -154,6 +155,7 @@ def summarize(raw: dict[str, Any], trials: int) -> dict[str, Any]:
         "trials_per_s": ended / wall,
         "utilisation": busy / (workers * wall),
         "steady": None,
+        "settled": None,
         "latency_ms": {
             name: {"n": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99), "max": max(v) if v else None}
             for name, v in raw["latency_ms"].items()
@@ -171,6 +173,18 @@ def summarize(raw: dict[str, Any], trials: int) -> dict[str, Any]:
     cpu = [s for s in raw["samples"] if s[2] is not None]
     if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0]:
         out["chief_cpu_ms_per_trial"] = 1000.0 * (cpu[-1][2] - cpu[0][2]) / (cpu[-1][0] - cpu[0][0])
+    settle = raw["started"] + SETTLE_PERIODS * max(raw["train_seconds"], 0.0)
+    if raw.get("latency_at") and starts and raw["train_seconds"] > 0 and max(starts) > settle:
+        # After the start: every worker asked at the same instant, and the
+        # queue that burst makes takes a few trial lengths to spread out.
+        hi = max(starts)
+        late = {name: [ms for ms, at in zip(raw["latency_ms"][name], raw["latency_at"][name]) if at >= settle]
+                for name in raw["latency_at"] if name in raw["latency_ms"]}
+        out["settled"] = {
+            "from_seconds": settle - raw["started"],
+            "utilisation": _clip([iv for w in train for iv in w], settle, hi) / (workers * (hi - settle)),
+            "latency_ms": {name: {"n": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99)} for name, v in late.items() if v},
+        }
     if served == workers and starts:
         lo = max(w[0][0] for w in train)  # every worker busy from here on
         hi = max(starts)  # the last trial handed out

@@ -58,6 +58,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"every worker served at M={m}", f"{ours['workers_served']}/{m}", f"{m}/{m}", ours["workers_served"] == m)
             p99 = ours["latency_ms"]["CreateTrial"]["p99"]
             add(f"CreateTrial p99 at M={m}", p99, "<= 50 ms", None if p99 is None else p99 <= 50)
+            settled = ours.get("settled") or {}
+            if settled:
+                add(f"settled (from {settled['from_seconds']:g} s): utilisation at M={m}", settled["utilisation"], "(reference)", None)
+                add(f"settled: CreateTrial p99 at M={m}", (settled["latency_ms"].get("CreateTrial") or {}).get("p99"), "(reference)", None)
             floor = next((r for r in caps if r["config"]["chief"] == cap_floor() and r["config"]["workers"] == m), None)
             if floor:
                 # Not targets: what the same harness gets from a server that does nothing.
@@ -111,6 +115,17 @@ def render(results: dict[str, Any]) -> str:
              "CreateTrial p50/p99 ms", "UpdateTrial p50/p99 ms", "EndTrial p50/p99 ms", "chief CPU ms/trial", "exit s", "client cores"],
             rows,
         ))
+        settled = [r for r in caps if r.get("settled")]
+        if settled:
+            srows = []
+            for r in settled:
+                c, st = r["config"], r["settled"]
+                lat = st["latency_ms"]
+                srows.append([c["chief"], str(c["workers"]), f"{st['from_seconds']:g}", _f(st["utilisation"], "{:.3f}"),
+                              *(f"{_f(lat.get(n, {}).get('p50'))} / {_f(lat.get(n, {}).get('p99'))}" for n in ("CreateTrial", "UpdateTrial", "EndTrial"))])
+            parts.append("The same runs once settled: from 3 trial lengths after the start (every worker asks at the\n"
+                         "same instant at the start, and that queue takes a few trial lengths to spread out)\n\n" + _table(
+                ["chief", "M", "from s", "utilisation", "CreateTrial p50/p99 ms", "UpdateTrial p50/p99 ms", "EndTrial p50/p99 ms"], srows))
     elif isinstance(caps, dict):
         parts.append(f"Oracle capacity: {caps.get('error')}")
     coord = results.get("coordination")

@@ -37,6 +37,7 @@ RPCS = ("CreateTrial", "UpdateTrial", "EndTrial")
 class Recorder:
     def __init__(self, workers: int, chief_pid: int | None, sample_every: int):
         self.latency: dict[str, list[float]] = {name: [] for name in RPCS}
+        self.latency_at: dict[str, list[float]] = {name: [] for name in RPCS}  # when each call was made (epoch s)
         self.train: list[list[tuple[float, float]]] = [[] for _ in range(workers)]
         self.ends: list[float] = []
         self.idle = 0
@@ -56,6 +57,7 @@ class Recorder:
 
 
 async def _call(rec: Recorder, name: str, method: Any, request: Any, timeout: float) -> Any:
+    at = time.time()
     started = time.perf_counter()
     response = await method(request, timeout=timeout, wait_for_ready=True)
     if name == "CreateTrial" and response.trial.status != TrialStatus.RUNNING:
@@ -63,6 +65,7 @@ async def _call(rec: Recorder, name: str, method: Any, request: Any, timeout: fl
         # ends (no busy polling); stock answers at once and is asked again.
         name = "CreateTrial (no trial)"
     rec.latency.setdefault(name, []).append((time.perf_counter() - started) * 1000.0)
+    rec.latency_at.setdefault(name, []).append(at)
     return response
 
 
@@ -142,6 +145,7 @@ async def run(address: str, workers: int, train_seconds: float, timeout: float, 
         "timed_out": timed_out,
         "errors": errors,
         "latency_ms": rec.latency,
+        "latency_at": rec.latency_at,
         "train": rec.train,
         "ends": rec.ends,
         "stopped_at": rec.stopped_at,
