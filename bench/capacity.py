@@ -173,8 +173,9 @@ def summarize(raw: dict[str, Any], trials: int) -> dict[str, Any]:
     cpu = [s for s in raw["samples"] if s[2] is not None]
     if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0]:
         out["chief_cpu_ms_per_trial"] = 1000.0 * (cpu[-1][2] - cpu[0][2]) / (cpu[-1][0] - cpu[0][0])
-    settle = raw["started"] + SETTLE_PERIODS * max(raw["train_seconds"], 0.0)
-    if raw.get("latency_at") and starts and raw["train_seconds"] > 0 and max(starts) > settle:
+    train_seconds = raw.get("train_seconds") or 0.0
+    settle = raw["started"] + SETTLE_PERIODS * train_seconds
+    if raw.get("latency_at") and starts and train_seconds > 0 and max(starts) > settle:
         # After the start: every worker asked at the same instant, and the
         # queue that burst makes takes a few trial lengths to spread out.
         hi = max(starts)

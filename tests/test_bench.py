@@ -76,6 +76,27 @@ def test_summarize_steady_window() -> None:
     assert s["steady"]["utilisation"] == pytest.approx(1.0)
 
 
+def test_summarize_settled_window() -> None:
+    """Settled: from 3 trial lengths after the start; latencies of the calls made from then on."""
+    raw = {
+        "workers": 2, "started": 0.0, "finished": 4.0, "ends": [1.0, 1.5, 2.0, 2.5, 3.0, 3.5], "train_seconds": 0.5,
+        "train": [[(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)], [(0.5, 1.5), (1.5, 2.5), (2.5, 3.5)]],
+        "latency_ms": {"CreateTrial": [90.0, 10.0, 20.0, 30.0], "UpdateTrial": [1.0], "EndTrial": [1.0]},
+        "latency_at": {"CreateTrial": [0.0, 0.4, 1.6, 2.0], "UpdateTrial": [1.0], "EndTrial": [1.0]},
+        "idle_answers": 0, "timed_out": False, "errors": [], "client_cpu_seconds": 0.1, "loop_lag_ms": [0.1],
+        "ready_seconds": 0.0, "samples": [],
+    }
+    s = capacity.summarize(raw, 6)
+    settled = s["settled"]
+    assert settled["from_seconds"] == pytest.approx(1.5)
+    assert settled["utilisation"] == pytest.approx(1.0)  # 1.5 .. 2.5 (the last start): both busy throughout
+    create = settled["latency_ms"]["CreateTrial"]
+    assert create["n"] == 2 and 20.0 <= create["p50"] <= 30.0 and create["p99"] <= 30.0  # the 90 ms start-burst call is left out
+    assert s["latency_ms"]["CreateTrial"]["p99"] > 80.0
+    raw["train_seconds"] = 0.0  # T = 0: nothing to settle
+    assert capacity.summarize(raw, 6)["settled"] is None
+
+
 def test_analyse_worker() -> None:
     timings = {"t0": 0.0, "exit": 20.0, "events": [
         ["chief", 1.0, 2.0], ["data", 2.0, 3.0], ["ask", 3.0, 4.0],
