@@ -148,3 +148,26 @@ def test_the_child_ignores_signals_and_goes_when_the_chief_does(tmp_path: Path) 
     finally:
         if chief.poll() is None:
             chief.kill()
+
+
+def test_a_torn_journal_tail_is_cut_before_the_next_append(tmp_path: Path) -> None:
+    pytest.importorskip("keras_tuner")
+    from tuner_job.layout import RunPaths
+    from tuner_job.state_store import StateStore
+
+    paths = RunPaths(tmp_path, "r")
+    store = StateStore(paths, lambda: {}, lambda: {})
+    journal = paths.tuner / "journal.jsonl"
+    journal.parent.mkdir(parents=True)
+    from tuner_job import _kt
+
+    trial = _kt.Trial(_kt.HyperParameters(), trial_id="0", status="COMPLETED")
+    whole = {**trial.get_state(), "journal_event": "end"}
+    journal.write_text(json.dumps(whole) + "\n" + json.dumps({**whole, "trial_id": "1"})[:40])  # killed mid-append
+    loaded = store.load()
+    assert any("last line was torn" in p for p in loaded.problems), loaded.problems
+    assert set(loaded.trials) == {"0"}
+    write_group(Group(journal=(str(journal), [{**whole, "trial_id": "2"}])))
+    again = StateStore(paths, lambda: {}, lambda: {}).load()
+    assert set(again.trials) == {"0", "2"}, again.problems
+    assert not [p for p in again.problems if "torn" in p], again.problems

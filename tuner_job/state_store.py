@@ -196,7 +196,16 @@ class StateStore:
         state = LoadedState()
         journal: dict[str, dict[str, Any]] = {}  # trial_id -> its last line
         if self.journal_file.is_file():
-            for number, line in enumerate(self.journal_file.read_text().splitlines(), start=1):
+            data = self.journal_file.read_bytes()
+            if data and not data.endswith(b"\n"):
+                # A kill mid-append: cut the torn line off, or the next append
+                # would glue a whole line to it and lose that one too.
+                whole = data[: data.rfind(b"\n") + 1]
+                state.problems.append(f"{self.journal_file.name}'s last line was torn ({len(data) - len(whole)} bytes); cut off")
+                with open(self.journal_file, "r+b") as handle:
+                    handle.truncate(len(whole))
+                data = whole
+            for number, line in enumerate(data.decode(errors="replace").splitlines(), start=1):
                 try:
                     entry = json.loads(line)
                     trial_id = str(entry["trial_id"])
