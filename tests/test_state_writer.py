@@ -171,3 +171,21 @@ def test_a_torn_journal_tail_is_cut_before_the_next_append(tmp_path: Path) -> No
     again = StateStore(paths, lambda: {}, lambda: {}).load()
     assert set(again.trials) == {"0", "2"}, again.problems
     assert not [p for p in again.problems if "torn" in p], again.problems
+
+
+def test_trial_files_lag_the_journal_by_at_most_a_second_under_load(tmp_path: Path) -> None:
+    from tuner_job.state_writer import CHECKPOINT_LAG
+
+    async def main() -> bool:
+        writer = StateWriter()
+        writer.start()
+        try:
+            n, started = 0, time.monotonic()
+            while time.monotonic() - started < CHECKPOINT_LAG + 0.5:  # groups back to back, 10 trial files each
+                await writer.write(Group(trials={str(tmp_path / f"trial_{n}_{k}" / "trial.json"): {"n": n} for k in range(10)}))
+                n += 1
+            return all((tmp_path / f"trial_0_{k}" / "trial.json").is_file() for k in range(10))
+        finally:
+            writer.close()
+
+    assert asyncio.run(main()), "the first group's trial files were still not written"

@@ -17,7 +17,8 @@ What is durable, and when (the journal is a write-ahead log):
   without an fsync, before the group counts as written: a killed chief leaves
   them current.
 - Trial files (`trial_<id>/trial.json`) are checkpoints, replaced atomically
-  after the reply. A restart reads each trial from the journal where its last
+  after the reply, while no group waits, and at most `CHECKPOINT_LAG` seconds
+  after their group however busy the chief is. A restart reads each trial from the journal where its last
   line is newer (a finished trial, or a file that is missing or torn), and
   after a crash of the machine takes owners the journal has but a stale
   `oracle.json` lacks (`StateStore.load`, `OracleServer.restore`).
@@ -50,6 +51,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,7 @@ log = logging.getLogger("tuner_job.chief")
 _HEADER = struct.Struct(">I")
 _PIPE_BYTES = 1 << 20  # F_SETPIPE_SZ: a large group goes over in one write
 _F_SETPIPE_SZ = 1031
+CHECKPOINT_LAG = 1.0  # seconds a trial file may lag the journal while groups keep coming
 
 
 @dataclass
@@ -280,17 +283,24 @@ def main() -> int:
     # checkpoint: they are written while no group waits, so a trial's start
     # and end often make one write.
     pending: dict[str, Any] = {}
+    oldest = 0.0  # when the oldest pending checkpoint came: none waits more than CHECKPOINT_LAG
     while True:
         for frame in _frames(buffer):
             group = Group(*pickle.loads(frame))
             try:
                 write_record(group)
                 reply = b"ok\n"
+                if group.trials and not pending:
+                    oldest = time.monotonic()
                 pending.update(group.trials)
             except Exception as exc:  # a full or read-only volume: the chief reports it
                 reply = ("error " + f"{type(exc).__name__}: {exc}".replace("\n", " ")).encode() + b"\n"
             sink.write(reply)
             sink.flush()
+        if pending and time.monotonic() - oldest > CHECKPOINT_LAG:
+            for path, obj in pending.items():  # groups keep coming: write them all now
+                _checkpoint(path, obj)
+            pending.clear()
         if pending and not select.select([source], [], [], 0)[0]:
             _checkpoint(*pending.popitem())
             continue
