@@ -16,6 +16,9 @@ few instance hooks we replace to fix the faults DESIGN.md lists:
   timestamp per trial that `save()` formats every time; we silence it.
 - `Oracle.reload()` re-queues every in-flight trial, so after a chief restart
   they train twice; the server restores them to their owners instead.
+- `HyperParameters.copy()` on the oracle's space (once per trial) round-trips
+  through Keras' deserializer; the space gets a plain structural copy, and
+  `ProtoCache` builds each running trial's hyperparameters proto once.
 """
 
 from __future__ import annotations

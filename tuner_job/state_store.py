@@ -18,7 +18,7 @@ Contract:
   metrics): it writes their checkpoints and skips `oracle.json` and `status.json`.
 - `status.json` is progress for `tunectl` plus the few values a restart needs
   (the server's `server_key`: state, failure count, budget spent). It is
-  written in the group where those change, else at most every `status_every`
+  written in the group where those change, else at most every `STATUS_EVERY`
   seconds, and always by `flush_now()`: its map of running trials grows with
   the workers, and serializing it with every group cost the loop as much as
   the oracle itself at 256 workers.
@@ -52,6 +52,8 @@ JOURNAL_OWNER = "journal_owner"
 
 log = logging.getLogger("tuner_job.chief")
 
+STATUS_EVERY = 0.5  # seconds between status.json writes when nothing a restart reads changed
+
 
 @dataclass
 class LoadedState:
@@ -72,16 +74,14 @@ class StateStore:
         oracle_state: Callable[[], dict[str, Any]],
         server_state: Callable[[], dict[str, Any]],
         server_key: Callable[[], Any] = lambda: None,
-        status_every: float = 0.5,
     ):
         self.paths = paths
         self._oracle_state = oracle_state
         self._server_state = server_state
         # status.json is progress plus a few values a restart needs
         # (`server_key`): written when those change, else at most every
-        # `status_every` seconds (its "running" map grows with the workers).
+        # `STATUS_EVERY` seconds (its "running" map grows with the workers).
         self._server_key = server_key
-        self.status_every = status_every
         self._status_written: tuple[Any, float] | None = None
         self._dirty: dict[str, Any] = {}
         self._journal: list[dict[str, Any]] = []
@@ -116,10 +116,6 @@ class StateStore:
         """Stop the writer process once everything committed is on disk."""
         self._process.close()
 
-    @property
-    def writer_pid(self) -> int | None:
-        return self._process.pid
-
     def pending(self) -> bool:
         """Whether a trial change or a journal line waits for the next group."""
         return bool(self._dirty or self._journal)
@@ -130,13 +126,15 @@ class StateStore:
 
     def journal_start(self, trial: Any, tuner_id: str) -> None:
         """A trial handed to `tuner_id`: its line makes the hand-out durable."""
-        state = self._fresh[trial.trial_id] = trial.get_state()
-        self._journal.append({**state, JOURNAL_EVENT: "start", JOURNAL_OWNER: tuner_id})
+        self._journal_line(trial, {JOURNAL_EVENT: "start", JOURNAL_OWNER: tuner_id})
 
     def journal_end(self, trial: Any) -> None:
         """A finished trial, whole (results included)."""
-        state = self._fresh[trial.trial_id] = trial.get_state()
-        self._journal.append({**state, JOURNAL_EVENT: "end"})
+        self._journal_line(trial, {JOURNAL_EVENT: "end"})
+
+    def _journal_line(self, trial: Any, event: dict[str, str]) -> None:
+        state = self._fresh[trial.trial_id] = trial.get_state()  # also this group's checkpoint
+        self._journal.append({**state, **event})
 
     async def commit(self, oracle: bool = True) -> None:
         """Return once every change recorded so far is on disk.
@@ -182,7 +180,7 @@ class StateStore:
             self._oracle_dirty = False
             group.after = {self._oracle_path: self._oracle_state()}
             key, now = self._server_key(), time.monotonic()
-            if force_status or self._status_written is None or self._status_written[0] != key or now - self._status_written[1] >= self.status_every:
+            if force_status or self._status_written is None or self._status_written[0] != key or now - self._status_written[1] >= STATUS_EVERY:
                 group.after[self._server_path] = self._server_state()
                 self._status_written = (key, now)
         return group
