@@ -36,7 +36,7 @@ def render_notes(tmp_path: Path, values: Path | None = None) -> str:
 
 
 def test_notes_name_the_log_commands_and_tensorboard(tmp_path: Path) -> None:
-    notes = render_notes(tmp_path)
+    notes = render_notes(tmp_path, CHART / "ci" / "default-values.yaml")
     assert f"kubectl -n {NAMESPACE} logs -f job/tuner-keras-tuner-cluster-chief" in notes
     assert "batch.kubernetes.io/job-name=tuner-keras-tuner-cluster-worker,batch.kubernetes.io/job-completion-index=0" in notes
     assert "port-forward svc/tuner-keras-tuner-cluster-tensorboard 6006:6006" in notes
@@ -71,7 +71,10 @@ def health_server() -> Iterator[tuple[int, object]]:
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    # The chief's process is alive ("") from its first second; the hook waits
+    # for the oracle itself ("keras_tuner.Oracle").
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    servicer.set("keras_tuner.Oracle", health_pb2.HealthCheckResponse.SERVING)
     try:
         yield port, servicer
     finally:
@@ -90,7 +93,7 @@ def http_server() -> Iterator[int]:
 
 
 def run_hook_script(oracle: str, tensorboard_url: str | None) -> subprocess.CompletedProcess[str]:
-    pod = by_kind_and_component(helm_template())[("Pod", "test")]
+    pod = by_kind_and_component(helm_template(CHART / "ci" / "default-values.yaml"))[("Pod", "test")]
     (container,) = pod["spec"]["containers"]
     assert container["command"] == ["python", "-c"]
     env = {**os.environ, "ORACLE": oracle}
@@ -113,7 +116,8 @@ def test_hook_script_fails_when_the_oracle_is_not_serving(health_server: tuple[i
     from grpc_health.v1 import health_pb2
 
     port, servicer = health_server
-    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    # Alive but still preparing (waiting for data, decoding it): not yet the oracle.
+    servicer.set("keras_tuner.Oracle", health_pb2.HealthCheckResponse.NOT_SERVING)
     result = run_hook_script(f"127.0.0.1:{port}", None)
     assert result.returncode != 0
     assert "NOT_SERVING" in result.stdout

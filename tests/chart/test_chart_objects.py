@@ -34,7 +34,10 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {var["name"]: var for var in container.get("env", [])}
 
 
-@pytest.mark.parametrize("name", ["default", "kind", "cpu-only", "gpu16x2", "existing-claim"])
+ALL_SETS = ["default", "kind", "kind-gpu", "cpu-only", "gpu32x1", "existing-claim", "nfs"]
+
+
+@pytest.mark.parametrize("name", ALL_SETS)
 def test_worker_job_is_indexed_with_one_pod_per_worker(rendered_sets: dict, name: str) -> None:
     values = yaml.safe_load(helm_values_file(name).read_text()) or {}
     workers = values.get("workers", 2)
@@ -59,7 +62,7 @@ def test_chief_job_restarts_in_place_with_bounded_backoff(rendered_sets: dict) -
 
 
 def test_chief_with_restart_policy_never_fails_at_once_on_bad_input() -> None:
-    job = by_kind_and_component(helm_template(set_values={"chief.restartPolicy": "Never"}))[("Job", "chief")]
+    job = by_kind_and_component(helm_template(helm_values_file("default"), set_values={"chief.restartPolicy": "Never"}))[("Job", "chief")]
     assert pod_spec(job)["restartPolicy"] == "Never"
     (fail_job,) = [r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
     assert fail_job["onExitCodes"]["values"] == [1, 2]
@@ -116,13 +119,14 @@ def gpu_limit(job: dict[str, Any]) -> Any:
 
 
 def test_gpus_per_worker(rendered_sets: dict) -> None:
-    assert gpu_limit(objects_of(rendered_sets, "gpu16x2")[("Job", "worker")]) == 2
+    assert gpu_limit(objects_of(rendered_sets, "gpu32x1")[("Job", "worker")]) == 1
     assert gpu_limit(objects_of(rendered_sets, "default")[("Job", "worker")]) == 1
+    assert gpu_limit(objects_of(rendered_sets, "kind-gpu")[("Job", "worker")]) == 1
     assert gpu_limit(objects_of(rendered_sets, "cpu-only")[("Job", "worker")]) is None
     assert gpu_limit(objects_of(rendered_sets, "kind")[("Job", "worker")]) is None
     # The chief runs the oracle, not training.
-    assert gpu_limit(objects_of(rendered_sets, "gpu16x2")[("Job", "chief")]) is None
-    worker = objects_of(rendered_sets, "gpu16x2")[("Job", "worker")]
+    assert gpu_limit(objects_of(rendered_sets, "gpu32x1")[("Job", "chief")]) is None
+    worker = objects_of(rendered_sets, "gpu32x1")[("Job", "worker")]
     assert pod_spec(worker)["tolerations"][0]["key"] == "nvidia.com/gpu"
 
 
@@ -205,21 +209,24 @@ def pod_spec_labels(obj: dict[str, Any]) -> dict[str, str]:
     return obj["spec"]["template"]["metadata"]["labels"]
 
 
-@pytest.mark.parametrize("name", ["default", "kind", "cpu-only", "gpu16x2", "existing-claim"])
+@pytest.mark.parametrize("name", ALL_SETS)
 def test_every_pod_and_container_is_locked_down(rendered_sets: dict, name: str) -> None:
     found = objects_of(rendered_sets, name)
+    values = yaml.safe_load(helm_values_file(name).read_text()) or {}
+    uid = values.get("securityContext", {}).get("runAsUser", 1000)
     for key in WORKLOADS:
         spec = pod_spec(found[key])
         assert spec["automountServiceAccountToken"] is False, key
         pod_sc = spec["securityContext"]
-        assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] == 1000, key
+        assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] == uid, key
+        assert pod_sc["fsGroupChangePolicy"] == "OnRootMismatch", key
         assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}, key
         tmp = [v for v in spec["volumes"] if v["name"] == "tmp"]
         assert tmp == [{"name": "tmp", "emptyDir": {}}], key
         for container in spec["containers"]:
             where = f"{key} {container['name']}"
             sc = container["securityContext"]
-            assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1000, where
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] == uid, where
             assert sc["allowPrivilegeEscalation"] is False, where
             assert sc["capabilities"] == {"drop": ["ALL"]}, where
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
@@ -235,12 +242,14 @@ def test_every_pod_and_container_is_locked_down(rendered_sets: dict, name: str) 
 def test_probes(rendered_sets: dict) -> None:
     found = objects_of(rendered_sets, "default")
     (chief,) = pod_spec(found[("Job", "chief")])["containers"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    # Alive (and started) from the process's first second; Ready once the oracle serves.
+    for probe in ("startupProbe", "livenessProbe"):
         assert chief[probe]["grpc"] == {"port": 8000}, probe
+    assert chief["readinessProbe"]["grpc"] == {"port": 8000, "service": "keras_tuner.Oracle"}
     (tb,) = pod_spec(found[("Deployment", "tensorboard")])["containers"]
     assert tb["readinessProbe"]["httpGet"]["port"] == "http"
     assert tb["ports"] == [{"name": "http", "containerPort": 6006, "protocol": "TCP"}]
-    fallback = by_kind_and_component(helm_template(set_values={"chief.probe": "tcpSocket"}))[("Job", "chief")]
+    fallback = by_kind_and_component(helm_template(helm_values_file("default"), set_values={"chief.probe": "tcpSocket"}))[("Job", "chief")]
     (chief,) = pod_spec(fallback)["containers"]
     assert chief["readinessProbe"]["tcpSocket"] == {"port": "grpc"}
 
@@ -259,7 +268,7 @@ def test_helm_test_pod_checks_the_oracle_and_tensorboard(rendered_sets: dict) ->
 
 def test_names_fit_in_63_characters() -> None:
     long_release = "r" * 53  # Helm's own limit on release names.
-    result = _helm("template", long_release, str(CHART), "--namespace", NAMESPACE)
+    result = _helm("template", long_release, str(CHART), "--namespace", NAMESPACE, "--set", "storage.storageClassName=nfs")
     assert result.returncode == 0, result.stderr
     for obj in yaml.safe_load_all(result.stdout):
         if obj:

@@ -17,14 +17,16 @@ KUBE_VERSIONS = ("1.30.0", "1.35.0")
 VALUE_SETS = [pytest.param(path, id=path.name.removesuffix("-values.yaml")) for path in CI_VALUES]
 
 
-def test_the_five_value_sets_are_there() -> None:
+def test_the_value_sets_are_there() -> None:
     names = {path.name for path in CI_VALUES}
     assert names == {
         "default-values.yaml",
         "kind-values.yaml",
+        "kind-gpu-values.yaml",
         "cpu-only-values.yaml",
-        "gpu16x2-values.yaml",
+        "gpu32x1-values.yaml",
         "existing-claim-values.yaml",
+        "nfs-values.yaml",
     }
 
 

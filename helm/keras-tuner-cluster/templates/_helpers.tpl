@@ -34,6 +34,19 @@ Call with (dict "root" $ "component" "chief").
 {{- end }}
 
 {{/*
+The worker Job's name. The Job controller names each Indexed pod's host
+"<job name>-<index>", and a hostname longer than 63 characters is refused,
+so the name is cut to leave room for "-<workers - 1>".
+*/}}
+{{- define "keras-tuner-cluster.workerJobName" -}}
+{{- $suffix := "-worker" }}
+{{- $index := printf "-%d" (sub (int .Values.workers) 1) }}
+{{- $room := sub (sub 63 (len $suffix)) (len $index) }}
+{{- $prefix := include "keras-tuner-cluster.fullname" . | trunc (int $room) | trimSuffix "-" }}
+{{- printf "%s%s" $prefix $suffix }}
+{{- end }}
+
+{{/*
 Chart name and version, for the helm.sh/chart label.
 */}}
 {{- define "keras-tuner-cluster.chart" -}}
@@ -107,6 +120,9 @@ runAsNonRoot: true
 runAsUser: {{ .Values.securityContext.runAsUser }}
 runAsGroup: {{ .Values.securityContext.runAsGroup }}
 fsGroup: {{ .Values.securityContext.fsGroup }}
+# Change the volume's ownership only when its root does not match already:
+# a large dataset is not walked again at every pod start.
+fsGroupChangePolicy: OnRootMismatch
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
@@ -157,6 +173,78 @@ volume are, and the oracle's port.
   value: {{ .Values.storage.mountPath | quote }}
 - name: KERASTUNER_ORACLE_PORT
   value: {{ .Values.chief.port | quote }}
+{{- end }}
+
+{{/*
+TUNER_CPU_LIMIT: the container's CPU limit in whole cores (the downward API
+rounds up), so TensorFlow sizes its thread pools to the container and not
+to the node (tensorflow/tensorflow#17206). Call with the container's name.
+*/}}
+{{- define "keras-tuner-cluster.cpuLimitEnv" -}}
+- name: TUNER_CPU_LIMIT
+  valueFrom:
+    resourceFieldRef:
+      containerName: {{ . }}
+      resource: limits.cpu
+      divisor: "1"
+{{- end }}
+
+{{/*
+The opt-in init container that gives the shared volume's root, data/ and
+runs/ to the chart's user and group (storage.fixOwnership). It runs as root
+with only the capabilities that chown and chmod need, and only changes what
+does not match already.
+*/}}
+{{- define "keras-tuner-cluster.fixOwnershipContainer" -}}
+- name: fix-ownership
+  image: {{ include "keras-tuner-cluster.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["sh", "-c"]
+  args:
+    - |
+      set -eu
+      cd "$SHARED"
+      mkdir -p data runs
+      # The root itself, then data/ and runs/ with what they hold (a dataset
+      # copied in as root), each only when its owner differs.
+      for dir in . data runs; do
+        if [ "$(stat -c %u:%g "$dir")" != "$OWNER" ]; then
+          if [ "$dir" = . ]; then chown "$OWNER" .; else chown -R "$OWNER" "$dir"; fi
+        fi
+        chmod u+rwx,g+rwxs "$dir"
+      done
+      echo "fix-ownership: $SHARED, data and runs belong to $OWNER"
+  env:
+    - name: SHARED
+      value: {{ .Values.storage.mountPath | quote }}
+    - name: OWNER
+      value: {{ printf "%d:%d" (int .Values.securityContext.runAsUser) (int .Values.securityContext.fsGroup) | quote }}
+  resources:
+    requests:
+      cpu: 50m
+      memory: 64Mi
+    limits:
+      cpu: 500m
+      memory: 128Mi
+  securityContext:
+    runAsNonRoot: false
+    runAsUser: 0
+    runAsGroup: 0
+    allowPrivilegeEscalation: false
+    privileged: false
+    readOnlyRootFilesystem: true
+    capabilities:
+      drop:
+        - ALL
+      add:
+        - CHOWN
+        - FOWNER
+        - DAC_OVERRIDE
+    seccompProfile:
+      type: RuntimeDefault
+  volumeMounts:
+    - name: shared
+      mountPath: {{ .Values.storage.mountPath }}
 {{- end }}
 
 {{/*
