@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from tuner_job.errors import EXIT_CRASH, TunerJobError
+from tuner_job.errors import EXIT_BAD_INPUT, EXIT_CRASH, TunerJobError
 
 __all__ = ["main"]
 
@@ -37,22 +37,50 @@ def _configure_logging(tuner_id: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _permission_message(exc: PermissionError, shared: Path) -> str:
+    """One line for a volume this process may not write: who it is, who owns the folder, the fix."""
+    path = Path(exc.filename) if exc.filename else shared
+    folder = next((p for p in (path, *path.parents) if p.exists()), path)
+    try:
+        info = folder.stat()
+        owner = f"; {folder} belongs to uid {info.st_uid} gid {info.st_gid}, mode {info.st_mode & 0o7777:o}"
+    except OSError:
+        owner = ""
+    me = f"uid {os.getuid()} gid {os.getgid()}"
+    where = "the shared volume" if shared.resolve() in (path.resolve(), *path.resolve().parents) else "a folder"
+    return (
+        f"permission denied on {where}: {exc.strerror or exc} ({path}), this process runs as {me}{owner}; "
+        "on Kubernetes set storage.fixOwnership=true (an init container gives the volume to the pods' user), "
+        "or make the folder writable by this user"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from tuner_job.config import load_config, stage_run
+    from tuner_job.devices import configure_threads
     from tuner_job.env import read_role
     from tuner_job.layout import RunPaths
 
+    shared = Path(args.shared_dir)
     try:
         role = read_role()
         _configure_logging(role.tuner_id)
+        # Before TensorFlow is imported: its thread pools and OpenMP's read these.
+        cores = configure_threads()
+        if cores is not None:
+            logging.getLogger("tuner_job").info("CPU limit %d: TensorFlow and OpenMP use %d threads", cores, cores)
         config = load_config(args.config)
-        shared = Path(args.shared_dir)
         if not shared.is_dir():
             raise TunerJobError(f"shared directory not found: {shared}")
         paths = RunPaths(shared.resolve(), config.run)
         if args.fresh and not role.is_chief:
             raise TunerJobError("--fresh is for the chief only: workers never delete anything")
+        if role.is_chief and role.oracle_port:
+            from tuner_job.chief_startup import start_startup_health
+
+            # Probes are answered while TensorFlow loads and the data is waited for and decoded.
+            start_startup_health(role.oracle_host, role.oracle_port)
         if role.is_chief and config.stages:
             from tuner_job.stages import run_staged_chief
 
@@ -69,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     except TunerJobError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except PermissionError as exc:
+        # Retrying will not make the volume writable: bad input, not a crash.
+        print(f"error: {_permission_message(exc, shared)}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
     except Exception:

@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 
 from tuner_job import _kt
+from tuner_job.chief_startup import set_phase, start_startup_health, stop_startup_health, wait_for_dataset
 from tuner_job.config import SearchConfig, dump_config
+from tuner_job.devices import configure_threads
 from tuner_job.env import Role
 from tuner_job.errors import ConfigError, SearchFailedError
 from tuner_job.layout import WARM_START_LABEL, RunPaths, atomic_write_text, read_json
@@ -224,6 +226,7 @@ async def _serve(
     if seeded:
         log.info("%d seeded trials from run %s; max_trials %d -> %d so this run trains %d new trials",
                  seeded, config.warm_start, oracle.max_trials - seeded, oracle.max_trials, oracle.max_trials - seeded)
+    stop_startup_health()  # the oracle's own server takes the port over
     await server.start(role.oracle_host, role.oracle_port)
     log.info("oracle serving on %s:%d (%s, max_trials=%d, objective=%s)", role.oracle_host, server.port, config.tuner, config.max_trials, config.objective)
     await server.wait()
@@ -240,7 +243,12 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
     from tuner_job.tensorboard_logs import write_experiment_config
 
     started = time.monotonic()
+    configure_threads()  # TensorFlow is imported now: size its pools to the CPU limit
+    if role.oracle_port:
+        start_startup_health(role.oracle_host, role.oracle_port)  # a no-op unless a stage ended
     folder = paths.shared_dir / config.data
+    wait_for_dataset(folder, config.data_wait_seconds)
+    set_phase("decoding the dataset")
     classes = list_image_folder(folder)
     build = load_hypermodel(config.hypermodel, (*config.image_size, 3), len(classes))
     oracle = build_oracle(config, build)  # builds the model: a bad hypermodel fails here, before any write

@@ -126,6 +126,9 @@ class SearchConfig(_Strict):
     max_retries_per_trial: int = Field(0, ge=0)
     lease_seconds: float = Field(120.0, gt=0, description="A trial whose worker is silent this long goes to another worker.")
     chief_wait_seconds: float = Field(600.0, gt=0, description="How long a worker waits for an absent chief before it gives up.")
+    data_wait_seconds: float = Field(
+        1800.0, ge=0, description="How long the chief waits for a missing data folder (pushed after the deploy) before it exits 2."
+    )
     warm_start: str | None = Field(None, description="Name of an earlier run whose trials inside this space seed the oracle.")
     stages: str | None = Field(
         None,

@@ -7,14 +7,19 @@ adds what the stock client lacks:
 - It waits for an absent chief (workers may start first, or the chief may be
   restarting), logs that it does, and gives up with `ChiefUnreachableError`
   after `chief_wait_seconds` of silence.
+- A chief that answers "preparing" (it waits for or decodes the dataset, see
+  `chief_startup`) is there: that time does not count toward the deadline.
 - It reads the search state from each response's trailing metadata. When the
   chief is gone, `status.json` on the shared volume says whether the search
   ended, so a late worker exits at once instead of waiting out the deadline.
+- Its channel pings the chief (`keepalive`): a chief whose node vanished is
+  noticed within about a minute, and the channel reconnects to its successor.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any, Callable
@@ -22,7 +27,9 @@ from typing import Any, Callable
 import grpc
 
 from tuner_job import _kt
+from tuner_job.chief_startup import PREPARING
 from tuner_job.errors import ChiefUnreachableError, SearchFailedError
+from tuner_job.keepalive import client_options
 from tuner_job.layout import RunPaths, read_json
 from tuner_job.oracle_server import SEARCH_MESSAGE_KEY, SEARCH_RUN_KEY, SEARCH_STATE_KEY
 
@@ -58,7 +65,7 @@ class OracleClient:
         self.search_message = ""
         # gRPC backs off up to 120 s between reconnects: a worker that waited
         # for an absent chief would find it that late. Retry every second.
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(address, options=[*_CHANNEL_OPTIONS, *client_options()])
         self._stub = _kt.pb_grpc.OracleStub(self._channel)
         self._lock = threading.Lock()
 
@@ -99,6 +106,7 @@ class OracleClient:
         """One RPC, retried while the chief is away, up to `chief_wait_seconds`."""
         started = time.monotonic()
         last_log = 0.0
+        preparing_logged = -math.inf
         while True:
             try:
                 response, call = method.with_call(request, timeout=timeout or self.rpc_timeout, wait_for_ready=True)
@@ -109,6 +117,15 @@ class OracleClient:
                     raise
                 if self._ended_on_disk():
                     self.raise_if_ended()
+                details = exc.details() or ""
+                if details.startswith(PREPARING):
+                    # The chief is there, waiting for or decoding the dataset: not absent.
+                    if time.monotonic() - preparing_logged >= 30:
+                        log.info("%s: the chief at %s is preparing (%s)", self.tuner_id, self.address, details.removeprefix(PREPARING).strip())
+                        preparing_logged = time.monotonic()
+                    started = time.monotonic()
+                    time.sleep(1.0)
+                    continue
                 waited = time.monotonic() - started
                 if waited >= self.chief_wait_seconds:
                     raise ChiefUnreachableError(

@@ -39,6 +39,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from tuner_job import _kt
+from tuner_job.chief_startup import ORACLE_SERVICE
+from tuner_job.keepalive import server_options
 from tuner_job.state_store import StateStore
 
 __all__ = ["OracleServer", "SEARCH_STATE_KEY", "SEARCH_MESSAGE_KEY", "SEARCH_RUN_KEY"]
@@ -48,7 +50,7 @@ log = logging.getLogger("tuner_job.chief")
 SEARCH_STATE_KEY = "x-search-state"
 SEARCH_MESSAGE_KEY = "x-search-message"
 SEARCH_RUN_KEY = "x-search-run"  # the run a trial belongs to (a staged search moves on)
-SERVICE_NAME = "keras_tuner.Oracle"
+SERVICE_NAME = ORACLE_SERVICE
 _TERMINAL = (_kt.TrialStatus.COMPLETED, _kt.TrialStatus.FAILED)
 
 
@@ -419,7 +421,8 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         # Those objects live as long as the process; take them out of it.
         gc.collect()
         gc.freeze()
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # Workers ping every TUNER_GRPC_KEEPALIVE_SECONDS to notice a dead chief: accept it.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *server_options()])
         _kt.pb_grpc.add_OracleServicer_to_server(self, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         bound = server.add_insecure_port(f"{host}:{port}")

@@ -8,6 +8,7 @@ import warnings
 
 from tuner_job import _kt
 from tuner_job.config import SearchConfig
+from tuner_job.devices import configure_threads, require_gpus
 from tuner_job.env import Role
 from tuner_job.layout import RunPaths
 from tuner_job.oracle_client import OracleClient, SearchEnded
@@ -25,6 +26,10 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
     # tf.data is shuffled already; Keras warns that its own shuffle is ignored.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     started = time.monotonic()
+    configure_threads()  # TensorFlow is imported now: size its pools to the CPU limit
+    gpus = require_gpus()  # before waiting for anyone: a worker that cannot see its GPUs stops at once
+    if gpus:
+        log.info("%s trains on %d GPU(s)", role.tuner_id, gpus)
     trained = 0
     client = OracleClient(
         role.address, role.tuner_id, paths, config.chief_wait_seconds, rpc_timeout=max(10.0, config.lease_seconds),
