@@ -9,13 +9,19 @@ import typer
 
 from tuner_job.errors import TunerJobError
 
-__all__ = ["LauncherError", "user_errors"]
+__all__ = ["BadInputError", "LauncherError", "user_errors"]
 
 
 class LauncherError(Exception):
     """A user-facing failure of a `tunectl` command; its message is one line."""
 
     exit_code = 1
+
+
+class BadInputError(LauncherError):
+    """The user named something that is not there or not valid (a context, a folder, a value): exit 2."""
+
+    exit_code = 2
 
 
 @contextmanager

@@ -52,21 +52,34 @@ def _version(tool: str, *args: str, required: bool = True) -> Check:
     return Check(tool, True, text or "found", "", required)
 
 
+def image_store(driver: str, driver_status: str) -> Check:
+    """Which image store the engine uses: kind loads from the classic one directly, from containerd's by archive."""
+    if "io.containerd.snapshotter" in driver_status:
+        return Check(
+            "image store", True,
+            f"containerd ({driver}): `tunectl images` loads into kind through a one-platform image archive "
+            "(kind load docker-image fails on it, kubernetes-sigs/kind#3795)", "", required=False,
+        )  # fmt: skip
+    return Check("image store", True, f"classic ({driver or 'unknown driver'}): kind load docker-image works", "", required=False)
+
+
 def _docker_engine() -> list[Check]:
-    """The daemon answers, and (optionally) knows the nvidia runtime."""
+    """The daemon answers, its image store, and (optionally) the nvidia runtime."""
     if find_tool("docker") is None:
         return [Check("docker engine", False, "docker not found", _FIXES["docker engine"])]
+    fields = "{{.ServerVersion}}|{{json .Runtimes}}|{{.Driver}}|{{json .DriverStatus}}"
     try:
-        info = run_tool("docker", "info", "--format", "{{.ServerVersion}} {{json .Runtimes}}", check=False, timeout=20)
+        info = run_tool("docker", "info", "--format", fields, check=False, timeout=20)
     except LauncherError as exc:
         return [Check("docker engine", False, str(exc), _FIXES["docker engine"])]
     if not info.ok or not info.stdout.strip():
         reason = _first_line(info.stderr) or "no answer"
         return [Check("docker engine", False, f"not answering: {reason}", _FIXES["docker engine"])]
-    version, _, runtimes = info.stdout.strip().partition(" ")
+    version, runtimes, driver, driver_status = (info.stdout.strip().split("|", 3) + ["", "", ""])[:4]
     nvidia = "nvidia" in runtimes
     return [
         Check("docker engine", True, f"server {version}", ""),
+        image_store(driver, driver_status),
         Check(
             "nvidia runtime",
             nvidia,
@@ -80,14 +93,14 @@ def _docker_engine() -> list[Check]:
 def run_checks() -> list[Check]:
     checks = [_version("docker", "--version")]
     engine = _docker_engine()
-    checks += [engine[0]]
+    checks += engine[:2]
     checks += [
         _version("kind", "version"),
         _version("kubectl", "version", "--client"),
         _version("helm", "version", "--short"),
         _version("nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", required=False),
     ]
-    checks += engine[1:] or [
+    checks += engine[2:] or [
         Check("nvidia runtime", False, "unknown: docker engine not answering", _FIXES["nvidia runtime"], False)
     ]
     return checks

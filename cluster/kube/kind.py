@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import yaml
 
 from cluster import __version__
 from cluster.errors import LauncherError
-from cluster.kube.tools import run_tool
+from cluster.kube.tools import find_tool, run_tool
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -19,10 +21,15 @@ __all__ = [
     "SHARED_MOUNT",
     "build_and_load_images",
     "cluster_exists",
+    "cluster_of_context",
     "create_cluster",
+    "default_image_cluster",
     "delete_cluster",
     "kind_config_template",
+    "load_image",
+    "missing_images",
     "render_kind_config",
+    "shared_folder",
 ]
 
 DEFAULT_CLUSTER = "tuner"
@@ -99,5 +106,114 @@ def build_and_load_images(tag: str, cluster: str | None, context: Path) -> list[
         run_tool("docker", "build", "-t", image, "-f", str(context / dockerfile), str(context), stream=True)
         built.append(image)
     for image in built if cluster is not None else []:
-        run_tool("kind", "load", "docker-image", image, "--name", cluster, stream=True)
+        load_image(image, cluster)
     return built
+
+
+# kind's `ctr images import --all-platforms` asks for every platform of the
+# index that Docker's containerd image store saves, but only the local
+# platform's blobs are in it (kubernetes-sigs/kind#3795, #3845).
+_MISSING_DIGEST = re.compile(r"content digest \S+:? not found")
+
+
+def load_image(image: str, cluster: str) -> None:
+    """`kind load docker-image`; on the containerd store's digest error, a one-platform archive instead."""
+    result = run_tool("kind", "load", "docker-image", image, "--name", cluster, stream=True, check=False)
+    if result.ok:
+        return
+    if not _MISSING_DIGEST.search(result.stderr):
+        last = next((line.strip() for line in reversed(result.stderr.splitlines()) if line.strip()), f"exit {result.returncode}")
+        raise LauncherError(f"kind load failed: {last}")
+    platform = run_tool("docker", "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}").stdout.strip() or "linux/amd64"
+    typer.echo(
+        f"kind load docker-image cannot read {image} from Docker's containerd image store; "
+        f"loading a {platform} image archive instead",
+        err=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="tunectl-image-") as tmp:
+        archive = str(Path(tmp) / "image.tar")
+        run_tool("docker", "image", "save", "--platform", platform, "--output", archive, image, stream=True)
+        run_tool("kind", "load", "image-archive", archive, "--name", cluster, stream=True)
+
+
+def cluster_of_context(context: str) -> str | None:
+    """The kind cluster behind a kubeconfig context: `kind-<name>` where `kind get clusters` lists <name>.
+
+    None for any other context, and where kind is not installed (nothing kind-specific can be checked then).
+    """
+    if not context.startswith("kind-") or find_tool("kind") is None:
+        return None
+    name = context.removeprefix("kind-")
+    return name if cluster_exists(name) else None
+
+
+def default_image_cluster() -> str:
+    """Where `tunectl images` loads by default: the current context's kind cluster, else `tuner`."""
+    if find_tool("kubectl") is None:
+        return DEFAULT_CLUSTER
+    current = run_tool("kubectl", "config", "current-context", check=False).stdout.strip()
+    return cluster_of_context(current) or DEFAULT_CLUSTER if current else DEFAULT_CLUSTER
+
+
+def _nodes(cluster: str) -> list[str]:
+    return run_tool("kind", "get", "nodes", "--name", cluster).stdout.split()
+
+
+def shared_folder(cluster: str) -> Path:
+    """The host folder that every node of `cluster` mounts at /shared (`tunectl up` sets it up).
+
+    Raises LauncherError naming the nodes without the mount, or when the nodes mount different folders.
+    """
+    nodes = _nodes(cluster)
+    if not nodes:
+        raise LauncherError(f"kind cluster {cluster!r} has no nodes; recreate it: `tunectl down --name {cluster} && tunectl up --name {cluster}`")
+    inspect = run_tool(
+        "docker", "inspect", "--format", "{{.Name}}|{{range .Mounts}}{{.Destination}}={{.Source}};{{end}}", *nodes
+    ).stdout  # fmt: skip
+    sources: dict[str, str | None] = {}
+    for line in inspect.splitlines():
+        name, _, mounts = line.strip().partition("|")
+        if not name:
+            continue
+        found = dict(m.split("=", 1) for m in mounts.split(";") if "=" in m)
+        sources[name.lstrip("/")] = found.get(SHARED_MOUNT)
+    missing = [node for node in nodes if not sources.get(node)]
+    if missing:
+        raise LauncherError(
+            f"kind cluster {cluster!r} has no {SHARED_MOUNT} mount on {', '.join(missing)} (it was not made by `tunectl up`), "
+            f"so the pods would each get an empty folder of their node; recreate it: "
+            f"`tunectl down --name {cluster} && tunectl up --name {cluster}`"
+        )
+    folders = sorted({s for s in sources.values() if s})
+    if len(folders) > 1:
+        raise LauncherError(f"the nodes of kind cluster {cluster!r} mount different folders at {SHARED_MOUNT}: {', '.join(folders)}")
+    return Path(folders[0])
+
+
+def _normalized(image: str) -> str:
+    """An image reference as containerd names it: docker.io/library/busybox:latest."""
+    name, tag = image, "latest"
+    if ":" in image.rsplit("/", 1)[-1]:
+        name, tag = image.rsplit(":", 1)
+    first = name.split("/", 1)[0]
+    if "/" not in name or ("." not in first and ":" not in first and first != "localhost"):
+        name = f"docker.io/{name}" if "/" in name else f"docker.io/library/{name}"
+    return f"{name}:{tag}"
+
+
+def missing_images(cluster: str, images: list[str]) -> dict[str, list[str]]:
+    """{image: nodes of `cluster` that lack it}, for images only `tunectl images` can provide (ours)."""
+    ours = [image for image in images if image.split(":", 1)[0] in IMAGES]
+    if not ours:
+        return {}
+    missing: dict[str, list[str]] = {}
+    for node in _nodes(cluster):
+        listed = run_tool("docker", "exec", node, "crictl", "images", "-o", "json", check=False)
+        try:
+            present = {tag for entry in json.loads(listed.stdout or "{}").get("images", []) for tag in entry.get("repoTags") or []}
+        except (json.JSONDecodeError, AttributeError):
+            present = set()
+        for image in ours:
+            if _normalized(image) not in present:
+                missing.setdefault(image, []).append(node)
+    return missing

@@ -17,9 +17,12 @@ from tuner_job.layout import RunPaths, read_json
 __all__ = [
     "COMPONENT_LABEL",
     "INDEX_LABEL",
+    "chief_job_state",
+    "claim_names",
     "format_best",
     "job_rows",
     "newest_pod",
+    "pending_claim_line",
     "pod_rows",
     "progress_rows",
     "status_tables",
@@ -39,6 +42,31 @@ def _job_state(job: Any) -> str:
         if condition.status == "True" and condition.type in ("Complete", "Failed", "Suspended"):
             return condition.type
     return "Running" if job.status and job.status.active else "Pending"
+
+
+def chief_job_state(job: Any) -> str:
+    """Complete, Failed, Suspended, Running or Pending."""
+    return _job_state(job)
+
+
+def claim_names(job: Any) -> list[str]:
+    """The PVCs a Job's pods mount as the shared volume."""
+    spec = job.spec and job.spec.template and job.spec.template.spec
+    volumes = (spec and spec.volumes) or []
+    return [v.persistent_volume_claim.claim_name for v in volumes if v.persistent_volume_claim is not None]
+
+
+def pending_claim_line(claim: Any, warnings: list[Any]) -> str:
+    """One line for a PVC that stays Pending: its class and modes, the last Warning event, the fix."""
+    spec = claim.spec
+    storage_class = (spec and spec.storage_class_name) or "the default class"
+    modes = ", ".join((spec and spec.access_modes) or []) or "?"
+    event = warnings[-1] if warnings else None
+    said = f"{event.reason}: {' '.join((event.message or '').split())[:300]}" if event else "no event yet"
+    return (
+        f"PVC {claim.metadata.name} is Pending ({storage_class}, {modes}): {said}; set storage.storageClassName "
+        "to a class that offers ReadWriteMany (`kubectl get storageclass`; `tunectl verify` tries it)"
+    )
 
 
 def job_rows(jobs: list[Any]) -> list[tuple[str, ...]]:

@@ -11,11 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from cluster.errors import LauncherError
 
-__all__ = ["ToolResult", "find_tool", "run_tool", "tool_dirs"]
+__all__ = ["ToolResult", "find_tool", "run_tool", "run_tool_with_stdin", "tool_dirs"]
 
 # The repository root when the package is installed editable (`make install`).
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +56,10 @@ class ToolResult:
 
 
 def _last_line(text: str) -> str:
+    """The line that names the failure: the last `error:` line (kind and helm add stack traces after it)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    errors = [line for line in lines if line.lower().startswith(("error", "fatal"))]
+    return (errors or lines or [""])[-1]
 
 
 def run_tool(
@@ -95,13 +100,49 @@ def run_tool(
 
 
 def _run_streamed(argv: list[str], timeout: float | None) -> ToolResult:
-    last = ""
+    seen: list[str] = []
     with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stderr is not None
         for line in proc.stderr:
             sys.stderr.write(line)
             sys.stderr.flush()
-            if line.strip():
-                last = line
+            seen.append(line)
         returncode = proc.wait(timeout=timeout)
-    return ToolResult(argv, returncode, "", last)
+    return ToolResult(argv, returncode, "", "".join(seen))
+
+
+def run_tool_with_stdin(name: str, *args: str, write: Callable[[BinaryIO], None]) -> ToolResult:
+    """Run `name args...` while `write(stdin)` streams its input (a tar of a dataset, say).
+
+    Raises LauncherError, like `run_tool`, when it fails.
+    """
+    path = find_tool(name)
+    if path is None:
+        raise LauncherError(f"{name} not found on PATH; run `tunectl doctor`")
+    argv = [path, *args]
+    out: dict[str, bytes] = {}
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        readers = [
+            threading.Thread(target=lambda key, stream: out.__setitem__(key, stream.read()), args=(key, stream), daemon=True)
+            for key, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            write(proc.stdin)
+        except BrokenPipeError:
+            pass  # the tool stopped reading: its exit status and stderr say why
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        returncode = proc.wait()
+        for reader in readers:
+            reader.join()
+    result = ToolResult(argv, returncode, out.get("stdout", b"").decode(errors="replace"), out.get("stderr", b"").decode(errors="replace"))
+    if not result.ok:
+        reason = _last_line(result.stderr) or _last_line(result.stdout) or f"exit status {returncode}"
+        raise LauncherError(f"{name} {args[0] if args else ''} failed: {reason}".replace("  ", " "))
+    return result

@@ -169,3 +169,84 @@ def test_the_cli_loads_neither_kubernetes_nor_tensorflow():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO).stdout
 
     assert out.strip() == "[]"
+
+
+DIGEST_ERROR = (
+    'ERROR: failed to load image: command "docker exec --privileged -i tuner-control-plane ctr --namespace=k8s.io '
+    'images import --all-platforms --digests --snapshotter=overlayfs -" failed with error: exit status 1\n'
+    "Command Output: ctr: content digest sha256:82014a3cbf22d2e03382cd9b123f4151d956986e727340a466406a206408b7a2: not found\n"
+    "Stack Trace: \nsigs.k8s.io/kind/pkg/errors.WithStack\n        sigs.k8s.io/kind/pkg/errors/errors.go:59\n"
+)
+
+
+def _dockerfiles(root: Path) -> None:
+    for dockerfile in kind.IMAGES.values():
+        (root / dockerfile).parent.mkdir(parents=True, exist_ok=True)
+        (root / dockerfile).write_text("FROM scratch\n")
+
+
+def test_images_fall_back_to_an_archive_on_dockers_containerd_store(fake_tools, tmp_path):
+    """kubernetes-sigs/kind#3795: `kind load docker-image` cannot read the containerd image store."""
+    fake_tools.add(
+        "kind",
+        (["get", "clusters"], "tuner\n", "", 0),
+        (["load", "docker-image"], "", DIGEST_ERROR, 1),
+    )
+    fake_tools.add("docker", (["version"], "linux/arm64\n", "", 0))
+    _dockerfiles(tmp_path)
+
+    result = invoke("images", "--tag", "t1", "--cluster", "tuner", "--context-dir", str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    calls = fake_tools.calls()
+    loads = calls[3:]
+    assert loads[0] == ["kind", "load", "docker-image", "keras-tuner-cluster/tuner:t1", "--name", "tuner"]
+    assert loads[1] == ["docker", "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"]
+    save = loads[2]
+    assert save[:6] == ["docker", "image", "save", "--platform", "linux/arm64", "--output"]
+    assert save[7] == "keras-tuner-cluster/tuner:t1" and save[6].endswith("image.tar")
+    assert loads[3] == ["kind", "load", "image-archive", save[6], "--name", "tuner"]
+    assert [c[1:3] for c in loads[4:]] == [["load", "docker-image"], ["version", "--format"], ["image", "save"], ["load", "image-archive"]]
+    assert "containerd image store" in result.output and "linux/arm64 image archive" in result.output
+
+
+def test_images_report_any_other_load_failure_in_one_line(fake_tools, tmp_path):
+    fake_tools.add(
+        "kind",
+        (["get", "clusters"], "tuner\n", "", 0),
+        (["load", "docker-image"], "", "ERROR: image: \"keras-tuner-cluster/tuner:t1\" not present locally\n", 1),
+    )
+    fake_tools.add("docker")
+    _dockerfiles(tmp_path)
+
+    result = invoke("images", "--tag", "t1", "--cluster", "tuner", "--context-dir", str(tmp_path))
+
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == 'error: kind load failed: ERROR: image: "keras-tuner-cluster/tuner:t1" not present locally'
+    assert not [c for c in fake_tools.calls("docker") if c[1] in ("image", "version")], "no fallback for other errors"
+
+
+def test_images_go_to_the_kind_cluster_of_the_current_context(fake_tools, tmp_path):
+    """Deploy goes to the current context: the images must go to the same cluster, not to `tuner`."""
+    fake_tools.add("kubectl", (["config", "current-context"], "kind-search\n", "", 0))
+    fake_tools.add("kind", (["get", "clusters"], "search\ntuner\n", "", 0))
+    fake_tools.add("docker")
+    _dockerfiles(tmp_path)
+
+    result = invoke("images", "--tag", "t1", "--context-dir", str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    loads = [c for c in fake_tools.calls("kind") if c[1] == "load"]
+    assert {tuple(c[-2:]) for c in loads} == {("--name", "search")}
+    assert "loaded into kind cluster 'search'" in result.output
+
+
+def test_up_prints_the_config_for_nvkind_without_creating_anything(fake_tools, tmp_path):
+    result = invoke("up", "--gpu", "--print-config", "--shared-dir", str(tmp_path / "vol"))
+
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(result.output)
+    assert config["kind"] == "Cluster"
+    worker = next(node for node in config["nodes"] if node["role"] == "worker")
+    assert {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"} in worker["extraMounts"]
+    assert fake_tools.calls() == []

@@ -9,8 +9,13 @@ from cluster.cli import app
 runner = CliRunner()
 
 
-def _all_tools(fake_tools, runtimes: str = '{"runc":{}}') -> None:
-    fake_tools.add("docker", (["--version"], "Docker version 28.2.2\n", "", 0), (["info"], f"28.2.2 {runtimes}\n", "", 0))
+CLASSIC = 'overlay2|[["Backing Filesystem","extfs"],["Supports d_type","true"]]'
+CONTAINERD = 'overlayfs|[["driver-type","io.containerd.snapshotter.v1"]]'
+
+
+def _all_tools(fake_tools, runtimes: str = '{"runc":{}}', store: str = CLASSIC) -> None:
+    info = f"28.2.2|{runtimes}|{store}\n"
+    fake_tools.add("docker", (["--version"], "Docker version 28.2.2\n", "", 0), (["info"], info, "", 0))
     fake_tools.add("kind", (["version"], "kind v0.30.0 go1.24 linux/amd64\n", "", 0))
     fake_tools.add("kubectl", (["version"], "Client Version: v1.34.1\n", "", 0))
     fake_tools.add("helm", (["version"], "v3.19.0+g3d8990f\n", "", 0))
@@ -64,3 +69,24 @@ def test_doctor_flags_a_docker_engine_that_does_not_answer(fake_tools):
     assert result.exit_code == 1, result.output
     assert "Cannot connect to the Docker daemon" in result.output
     assert "error: missing or not working: docker engine" in result.output
+
+
+def _line(output: str, tool: str) -> str:
+    return next(line for line in output.splitlines() if f"│ {tool}" in line)
+
+
+def test_doctor_says_which_image_store_docker_uses(fake_tools):
+    _all_tools(fake_tools, store=CONTAINERD)
+
+    result = runner.invoke(app, ["doctor"])
+
+    assert result.exit_code == 0, result.output
+    line = _line(result.output, "image store")
+    assert "containerd (overlayfs)" in line and "image archive" in result.output, result.output
+    assert fake_tools.calls("docker")[-1][:3] == ["docker", "info", "--format"]
+
+    _all_tools(fake_tools, store=CLASSIC)
+    result = runner.invoke(app, ["doctor"])
+    line = _line(result.output, "image store")
+    assert "classic (overlay2)" in line and "kind load docker-image works" in line, result.output
+    assert "image archive" not in result.output

@@ -147,4 +147,5 @@ def test_status_without_a_kubeconfig_is_one_line(tmp_path, monkeypatch):
 
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: no Kubernetes config"), result.output
+    assert len(lines) == 1 and lines[0].startswith("error: no kubeconfig"), result.output
+    assert "`tunectl up`" in lines[0]

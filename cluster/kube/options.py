@@ -1,0 +1,41 @@
+"""The options the Kubernetes verbs share, each with its environment variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cluster.kube import kind, release
+
+__all__ = ["ClusterName", "Context", "Namespace", "Release", "SharedDir", "DEFAULT_NAMESPACE", "DEFAULT_RELEASE"]
+
+DEFAULT_RELEASE = release.DEFAULT_RELEASE
+DEFAULT_NAMESPACE = release.DEFAULT_NAMESPACE
+DEFAULT_CLUSTER = kind.DEFAULT_CLUSTER
+
+ClusterName = Annotated[
+    str, typer.Option("--name", "--cluster", metavar="NAME", envvar="TUNECTL_CLUSTER", help="Name of the kind cluster.")
+]
+SharedDir = Annotated[
+    Path,
+    typer.Option(
+        "--shared-dir",
+        metavar="DIR",
+        envvar="TUNECTL_SHARED_DIR",
+        help="Host folder that kind mounts at /shared on every node (the shared volume).",
+    ),
+]
+Release = Annotated[
+    str, typer.Option("--release", "-r", metavar="NAME", envvar="TUNECTL_RELEASE", help="Helm release name.")
+]
+Namespace = Annotated[
+    str, typer.Option("--namespace", "-n", metavar="NAME", envvar="TUNECTL_NAMESPACE", help="Kubernetes namespace.")
+]
+Context = Annotated[
+    Optional[str],
+    typer.Option(
+        "--context", metavar="NAME", envvar="TUNECTL_CONTEXT", help="kubeconfig context (default: the current one)."
+    ),
+]
