@@ -63,7 +63,7 @@ test: install tools ## Run the whole test suite (unit, integration, chart).
 lint: install tools ## Static checks: compile, chart lint and schema drift, yamllint, shellcheck, hadolint.
 	$(BIN)/python -m compileall -q tuner_job cluster bench tests
 	$(BIN)/python scripts/gen-values-schema.py --check
-	helm lint --strict helm/keras-tuner-cluster
+	helm lint --strict helm/keras-tuner-cluster --values helm/keras-tuner-cluster/ci/default-values.yaml
 	$(BIN)/yamllint -d relaxed helm/keras-tuner-cluster/values.yaml helm/keras-tuner-cluster/ci cluster/kind
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 	$(BIN)/hadolint images/tuner/Dockerfile images/tensorboard/Dockerfile
@@ -86,8 +86,12 @@ cluster: install ## Create a local kind cluster with the shared host folder.
 images: install ## Build the tuner and TensorBoard images and load them into kind.
 	$(BIN)/tunectl images
 
+.PHONY: verify-cluster
+verify-cluster: install ## Check the current cluster for the search before a deploy: storage class, data, GPUs, images (VALUES=file).
+	$(BIN)/tunectl verify $(if $(VALUES),--values $(VALUES),)
+
 .PHONY: deploy-search
-deploy-search: images ## Build images, then helm upgrade --install the search and wait for the chief.
+deploy-search: images ## Build images (loaded into kind), then helm install the search and wait for the chief.
 	$(BIN)/tunectl deploy $(if $(VALUES),--values $(VALUES),)
 
 .PHONY: logs

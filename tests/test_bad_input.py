@@ -27,7 +27,8 @@ def _not_a_model(tmp: Path) -> str:
 
 
 CASES = {
-    "missing data folder": (lambda shared, tmp: {"data": "data/nowhere"}, "data folder not found: "),
+    # data_wait_seconds=0: on a cluster the chief waits for data pushed after it (tests/test_chief_startup.py).
+    "missing data folder": (lambda shared, tmp: {"data": "data/nowhere", "data_wait_seconds": 0}, "data folder not found: "),
     "empty class folder": (lambda shared, tmp: [p.unlink() for p in (shared / "data/toonvision/lawbot").iterdir()] and {}, "lawbot holds no images"),
     "corrupt image": (lambda shared, tmp: (shared / "data/toonvision/cashbot/cashbot_0002.png").write_bytes(b"garbage") and {}, "cannot decode image "),
     "unknown tuner": (lambda shared, tmp: {"tuner": "grad"}, "tuner: Input should be 'random', 'hyperband', 'bayesian' or 'grid'"),

@@ -112,8 +112,9 @@ def test_keepalive_values_come_from_the_environment() -> None:
     client = dict(client_options({}))
     server = dict(server_options({}))
     assert client["grpc.keepalive_permit_without_calls"] == server["grpc.keepalive_permit_without_calls"] == 1
-    # The server accepts pings at least as often as the client sends them.
+    # The server accepts pings at least as often as the client sends them, and every 5 s whatever its own setting.
     assert server["grpc.http2.min_recv_ping_interval_without_data_ms"] <= client["grpc.keepalive_time_ms"]
+    assert dict(server_options({KEEPALIVE_ENV: "600"}))["grpc.http2.min_recv_ping_interval_without_data_ms"] == 5000
     with pytest.raises(ConfigError, match=KEEPALIVE_ENV):
         keepalive_seconds({KEEPALIVE_ENV: "soon"})
 

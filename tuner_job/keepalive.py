@@ -12,7 +12,8 @@ a chief restarted elsewhere is found.
 
 The server must accept pings that often, idle or not, or it answers GOAWAY
 `too_many_pings` and the connection is dropped for nothing: it allows one
-every half the client's interval.
+every half its own interval, and at least one every 5 s, so workers whose
+interval was shortened alone (through `worker.extraEnv`) are accepted too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ __all__ = [
 KEEPALIVE_ENV = "TUNER_GRPC_KEEPALIVE_SECONDS"
 KEEPALIVE_TIMEOUT_ENV = "TUNER_GRPC_KEEPALIVE_TIMEOUT_SECONDS"
 _DEFAULTS = {KEEPALIVE_ENV: 30.0, KEEPALIVE_TIMEOUT_ENV: 20.0}
+# The chief accepts a ping this often even when its own interval is longer.
+_SERVER_FLOOR_SECONDS = 5.0
 
 
 def _seconds(environ: Mapping[str, str], name: str) -> float:
@@ -77,8 +80,9 @@ def client_options(environ: Mapping[str, str] | None = None) -> list[tuple[str, 
 def server_options(environ: Mapping[str, str] | None = None) -> list[tuple[str, int]]:
     """Server options of the chief: accept the workers' pings, idle or not, at their rate."""
     interval, _ = keepalive_seconds(environ)
+    accepted = min(interval / 2, _SERVER_FLOOR_SECONDS)
     return [
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", _ms(interval / 2)),
-        ("grpc.http2.min_ping_interval_without_data_ms", _ms(interval / 2)),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", _ms(accepted)),
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(accepted)),
     ]

@@ -59,7 +59,7 @@ def images(
             "--cluster",
             metavar="NAME",
             envvar="TUNECTL_CLUSTER",
-            help="kind cluster to load them into (default: the current context's kind cluster, else tuner).",
+            help="kind cluster to load them into (default: the current context's, if it is one; else build only).",
         ),
     ] = None,
     no_load: Annotated[bool, typer.Option("--no-load", help="Only build; do not load into kind.")] = False,
@@ -73,6 +73,11 @@ def images(
         target = None if no_load else (cluster or kind.default_image_cluster())
         built = kind.build_and_load_images(tag, target, root)
         typer.echo("images: " + ", ".join(built) + (f" (loaded into kind cluster {target!r})" if target else ""))
+        if target is None and not no_load:
+            typer.echo(
+                "the current kubeconfig context is not a kind cluster: built only. Push them to a registry your "
+                "nodes pull from and set image.repository (docs/kubernetes.md), or pass --cluster NAME for kind."
+            )
 
 
 def doctor() -> None:

@@ -147,12 +147,13 @@ def cluster_of_context(context: str) -> str | None:
     return name if cluster_exists(name) else None
 
 
-def default_image_cluster() -> str:
-    """Where `tunectl images` loads by default: the current context's kind cluster, else `tuner`."""
+def default_image_cluster() -> str | None:
+    """Where `tunectl images` loads by default: the kind cluster of the current context, the one
+    `tunectl deploy` will deploy to; None when that context is not a kind cluster (build only)."""
     if find_tool("kubectl") is None:
-        return DEFAULT_CLUSTER
+        return None
     current = run_tool("kubectl", "config", "current-context", check=False).stdout.strip()
-    return cluster_of_context(current) or DEFAULT_CLUSTER if current else DEFAULT_CLUSTER
+    return cluster_of_context(current) if current else None
 
 
 def _nodes(cluster: str) -> list[str]:

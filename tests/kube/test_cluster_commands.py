@@ -119,11 +119,26 @@ def test_images_needs_the_cluster_before_building(fake_tools, tmp_path):
     fake_tools.add("kind")
     fake_tools.add("docker")
 
-    result = invoke("images", "--context-dir", str(tmp_path))
+    result = invoke("images", "--cluster", "tuner", "--context-dir", str(tmp_path))
 
     assert result.exit_code == 1, result.output
     assert "no kind cluster named 'tuner'; run `tunectl up` first" in result.output
     assert fake_tools.calls("docker") == []
+
+
+def test_images_on_a_context_that_is_not_kind_are_built_only(fake_tools, tmp_path):
+    """`make deploy-search` on a real cluster: nothing to load into."""
+    fake_tools.add("kubectl", (["config", "current-context"], "prod-gpus\n", "", 0))
+    fake_tools.add("kind")
+    fake_tools.add("docker")
+    _dockerfiles(tmp_path)
+
+    result = invoke("images", "--tag", "t1", "--context-dir", str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    assert [c[1] for c in fake_tools.calls("docker")] == ["build", "build"]
+    assert [c for c in fake_tools.calls("kind") if c[1] == "load"] == []
+    assert "not a kind cluster: built only" in result.output
 
 
 def test_rendered_kind_config_mounts_the_host_folder_on_every_node(tmp_path):
