@@ -45,11 +45,6 @@ class Preflight:
     cluster: Cluster
     other_releases: list[str] = field(default_factory=list)
 
-    @property
-    def kind_cluster_guess(self) -> str | None:
-        """The kind cluster this context names by kind's convention (`kind-<name>`), if it does."""
-        return self.context.removeprefix("kind-") if self.context.startswith("kind-") else None
-
     def require_release(self) -> None:
         """Stop the verb, with `tunectl deploy` as the next step, when the release is not installed."""
         if self.release is None:

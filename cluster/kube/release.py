@@ -163,14 +163,13 @@ def notes(release: str, namespace: str, context: str | None = None) -> str:
     ns = "" if namespace == DEFAULT_NAMESPACE else f" --namespace {namespace}"
     rel = "" if release == DEFAULT_RELEASE else f" --release {release}"
     ctx = f" --context {context}" if context else ""
-    kube_ctx = f" --context {context}" if context else ""
     return "\n".join(
         [
             f"Search {release!r} is running in namespace {namespace!r}.",
             f"  progress:    tunectl status{rel}{ns}{ctx}",
             f"  chief logs:  tunectl logs --chief -f{rel}{ns}{ctx}",
             f"  worker logs: tunectl logs --worker 0 -f{rel}{ns}{ctx}",
-            f"               kubectl{kube_ctx} logs -f -n {namespace} -l {selector(release, 'chief')}",
+            f"               kubectl{ctx} logs -f -n {namespace} -l {selector(release, 'chief')}",
             f"  TensorBoard: tunectl tensorboard{rel}{ns}{ctx}  (on kind: http://127.0.0.1:6006)",
         ]
     )

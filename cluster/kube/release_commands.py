@@ -94,8 +94,7 @@ def status(
         cluster = pf.cluster
         jobs, pods = cluster.jobs(release_name), cluster.pods(release_name)
         if shared_dir is None:
-            on_kind = kind.cluster_of_context(pf.context)
-            shared_dir = kind.shared_folder(on_kind) if on_kind else None
+            shared_dir = _kind_folder(pf.context)
         progress = progress_rows(shared_dir, run) if shared_dir is not None and shared_dir.is_dir() else None
         console = Console()
         if not jobs and not pods:
@@ -218,3 +217,13 @@ def push(
                 dataset.copy_via_pod(files, dataset_name, pvc or claim, namespace, helper_image, owner, pf.kube_args())
         typer.echo(f"use it with `data: data/{dataset_name}` in search.yaml")
 
+
+def _kind_folder(context: str) -> Path | None:
+    """The host folder a kind context's nodes mount at /shared, if any: where `status` reads progress."""
+    on_kind = kind.cluster_of_context(context)
+    if on_kind is None:
+        return None
+    try:
+        return kind.shared_folder(on_kind)
+    except LauncherError:
+        return None

@@ -364,3 +364,18 @@ def test_tensorboard_on_kind_only_prints_the_url(fake_api, fake_tools, monkeypat
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == "TensorBoard: http://127.0.0.1:6006"
     assert fake_tools.calls("kubectl") == []
+
+
+def test_status_on_kind_reads_progress_from_the_folder_the_nodes_mount(fake_api, fake_tools, tmp_path):
+    folder = tmp_path / "shared"
+    (folder / "runs" / "toonvision").mkdir(parents=True)
+    (folder / "runs" / "toonvision" / "status.json").write_text('{"state": "running", "trials_done": 3, "max_trials": 6}')
+    kind_fakes(fake_tools, folder)
+    fake_api.add(helm_release(), job("chief", host_path="/shared"), pod("chief", ready=True))
+
+    result = runner.invoke(app, ["status"], terminal_width=200)
+
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "toonvision" in line)
+    assert "running" in row and "3/6" in row
+    assert "progress: unknown" not in result.output
