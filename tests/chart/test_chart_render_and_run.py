@@ -83,7 +83,8 @@ STAGED = {**SEARCH, "run": "staged", "stages": "random:3,bayesian:2", "stage_top
 @pytest.mark.parametrize("search", [SEARCH, STAGED], ids=["one-search", "two-stages"])
 def test_rendered_chief_and_workers_run_a_search(shared: Path, tmp_path: Path, search: dict) -> None:
     port = _free_port()
-    values = {"workers": WORKERS, "chief.port": port, "storage.storageClassName": "nfs-client", "search": search}
+    # No GPU here: a worker given one (the default) would stop with exit 2 rather than train on the CPU.
+    values = {"workers": WORKERS, "chief.port": port, "worker.gpus": 0, "storage.storageClassName": "nfs-client", "search": search}
     rendered = rendered_containers(set_values=values)
     objects = by_kind_and_component(helm_template(set_values=values))
     service = objects[("Service", "chief")]
