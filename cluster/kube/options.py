@@ -9,7 +9,7 @@ import typer
 
 from cluster.kube import kind, release
 
-__all__ = ["ClusterName", "Context", "Namespace", "Release", "SharedDir", "DEFAULT_NAMESPACE", "DEFAULT_RELEASE"]
+__all__ = ["ClusterName", "Context", "LocalShared", "Namespace", "Release", "SharedDir", "DEFAULT_NAMESPACE", "DEFAULT_RELEASE"]
 
 DEFAULT_RELEASE = release.DEFAULT_RELEASE
 DEFAULT_NAMESPACE = release.DEFAULT_NAMESPACE
@@ -37,5 +37,14 @@ Context = Annotated[
     Optional[str],
     typer.Option(
         "--context", metavar="NAME", envvar="TUNECTL_CONTEXT", help="kubeconfig context (default: the current one)."
+    ),
+]
+LocalShared = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--shared-dir",
+        metavar="DIR",
+        envvar="TUNECTL_SHARED_DIR",
+        help="The shared volume as a folder here (default: on kind, the folder the nodes mount; elsewhere the cluster's volume).",
     ),
 ]

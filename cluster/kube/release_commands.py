@@ -16,7 +16,7 @@ import typer
 
 from cluster.errors import LauncherError, user_errors
 from cluster.kube import dataset, kind, release
-from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, Context, Namespace, Release
+from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, Context, LocalShared, Namespace, Release
 from cluster.kube.preflight import preflight
 from cluster.kube.tools import run_tool
 
@@ -72,15 +72,7 @@ def undeploy(release_name: Release = DEFAULT_RELEASE, namespace: Namespace = DEF
 def status(
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
-    shared_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--shared-dir",
-            metavar="DIR",
-            envvar="TUNECTL_SHARED_DIR",
-            help="The shared volume's folder here, to read each run's progress (on kind: found by itself).",
-        ),
-    ] = None,
+    shared_dir: LocalShared = None,
     run: Annotated[Optional[str], typer.Option("--run", metavar="NAME", help="Only this run (default: all).")] = None,
     context: Context = None,
 ) -> None:
@@ -167,15 +159,7 @@ def push(
     name: Annotated[
         Optional[str], typer.Option("--name", metavar="NAME", help="Dataset name: data/<NAME> (default: the folder's name).")
     ] = None,
-    shared_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--shared-dir",
-            metavar="DIR",
-            envvar="TUNECTL_SHARED_DIR",
-            help="Copy into this folder (a shared volume here) instead of the cluster's (default: found from the context).",
-        ),
-    ] = None,
+    shared_dir: LocalShared = None,
     via_pod: Annotated[
         bool, typer.Option("--via-pod", help="Copy through a helper pod and the PVC, even on kind.")
     ] = False,
