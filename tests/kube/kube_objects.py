@@ -45,7 +45,7 @@ def job(component: str, release: str = "tuner", namespace: str = "default", *, c
 
 def pod(component: str, release: str = "tuner", namespace: str = "default", *, phase: str = "Running", ready: bool = False,
         waiting: str | None = None, message: str = "", unschedulable: str | None = None, name: str | None = None,
-        created: str = T0, restarts: int = 0, last_exit: int | None = None) -> dict[str, Any]:  # fmt: skip
+        created: str = T0, restarts: int = 0, last_exit: int | None = None, index: int | None = None) -> dict[str, Any]:  # fmt: skip
     state = {"waiting": {"reason": waiting, "message": message}} if waiting else {"running": {}}
     status: dict[str, Any] = {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
     if unschedulable:
@@ -56,10 +56,13 @@ def pod(component: str, release: str = "tuner", namespace: str = "default", *, p
         if last_exit is not None:
             container["lastState"] = {"terminated": {"exitCode": last_exit}}
         status["containerStatuses"] = [container]
+    labels = _labels(release, component)
+    if index is not None:
+        labels["batch.kubernetes.io/job-completion-index"] = str(index)
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name or f"{release}-keras-tuner-cluster-{component}-abcde", "namespace": namespace,
-                     "labels": _labels(release, component), "creationTimestamp": created},
+                     "labels": labels, "creationTimestamp": created},
         "spec": {"containers": [{"name": component, "image": "keras-tuner-cluster/tuner:0.1.0"}]},
         "status": status,
     }  # fmt: skip

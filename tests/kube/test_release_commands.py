@@ -379,3 +379,35 @@ def test_status_on_kind_reads_progress_from_the_folder_the_nodes_mount(fake_api,
     row = next(line for line in result.output.splitlines() if "toonvision" in line)
     assert "running" in row and "3/6" in row
     assert "progress: unknown" not in result.output
+
+
+def test_deploy_waits_for_a_chief_pod_that_comes_later(fake_api, fake_tools, rendered):
+    import threading
+
+    fake_api.add(job("chief"), claim())
+    helm_fake(fake_tools, rendered)
+    later = threading.Timer(1.0, lambda: fake_api.add(pod("chief", ready=True)))
+    later.start()
+    try:
+        result = runner.invoke(app, prod("--timeout", "60"))
+    finally:
+        later.cancel()
+
+    assert result.exit_code == 0, result.output
+    polls = [p for p in fake_api.paths() if p.endswith("/pods")]
+    assert len(polls) >= 2, "it looked again until the pod came"
+    assert "Search 'tuner' is running" in result.output
+
+
+def test_logs_print_the_newest_pod_of_a_worker(fake_api, fake_tools):
+    fake_api.add(helm_release(), pod("worker", name="tuner-worker-1-old", created="2025-01-01T00:00:00Z", index=1),
+                 pod("worker", name="tuner-worker-1-new", created="2025-01-01T00:05:00Z", index=1),
+                 pod("worker", name="tuner-worker-0-newest", created="2025-01-01T00:09:00Z", index=0))  # fmt: skip
+    fake_api.set_log("default", "tuner-worker-1-new", "12:00:00 tuner1 INFO trial 3 done\n")
+
+    result = runner.invoke(app, ["logs", "--worker", "1", "--tail", "5"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("12:00:00 tuner1 INFO trial 3 done\n")
+    log_calls = [(p, q) for m, p, q in fake_api.requests if p.endswith("/log")]
+    assert log_calls == [("/api/v1/namespaces/default/pods/tuner-worker-1-new/log", {"follow": ["false"], "tailLines": ["5"]})]
