@@ -3,8 +3,8 @@
 Both host a `RandomSearchOracle` over a space declared up front (no hypermodel
 is built), objective `val_loss`:
 
-- stock: `keras_tuner.src.distribute.oracle_chief.start_server(oracle)`, what a
-  stock KerasTuner chief runs: one serving thread, `oracle.json` rewritten on
+- stock: KerasTuner's own `oracle_chief.start_server(oracle)` (through
+  `tuner_job._kt.serve_stock_chief`), what a stock KerasTuner chief runs: one serving thread, `oracle.json` rewritten on
   every change, the per-trial display, and an exit check every 20 s.
 - ours: `tuner_job.oracle_server.OracleServer` on grpc.aio, as `tuner_job.chief` runs it.
 - noop: the floor, not a chief. A grpc.aio server on KerasTuner's wire that
@@ -47,15 +47,16 @@ def _cpu() -> float:
 
 def run_stock(directory: Path, port: int, max_trials: int, seed: int) -> dict:
     import keras_tuner
-    from keras_tuner.src.distribute import oracle_chief
+
+    from tuner_job import _kt
+    from tuner_job.contract import ENV_ORACLE_IP, ENV_ORACLE_PORT
 
     oracle = keras_tuner.oracles.RandomSearchOracle(
         objective=keras_tuner.Objective("val_loss", "min"), max_trials=max_trials, hyperparameters=space(), seed=seed
     )
-    oracle._set_project_dir(str(directory), "stock")
-    os.environ["KERASTUNER_ORACLE_IP"] = "127.0.0.1"
-    os.environ["KERASTUNER_ORACLE_PORT"] = str(port)
-    oracle_chief.start_server(oracle)  # returns when it sees every tuner told STOPPED
+    os.environ[ENV_ORACLE_IP] = "127.0.0.1"
+    os.environ[ENV_ORACLE_PORT] = str(port)
+    _kt.serve_stock_chief(oracle, str(directory), "stock")  # returns when it sees every tuner told STOPPED
     return {"trials": len(oracle.trials), "completed": sum(t.status == "COMPLETED" for t in oracle.trials.values()), "serving_stopped_at": time.time()}
 
 
@@ -71,9 +72,9 @@ async def _serve_ours(directory: Path, port: int, max_trials: int, seed: int) ->
     await server.wait()
     return {
         "trials": len(oracle.trials),
-        "completed": server.counts["completed"],
-        "state": server.state,
-        "search_finished_at": server.finished_at,
+        "completed": server.progress.scoreboard.completed,
+        "state": server.progress.state,
+        "search_finished_at": server.progress.finished_at,
         "serving_stopped_at": time.time(),
         "commits": server.store.commits,
     }

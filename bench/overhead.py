@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from tuner_job.contract import CHIEF_ID, process_env, worker_id
+
 from bench.common import REPO, child_env, free_port, python
 
 
@@ -93,18 +95,18 @@ def run_demo(workers: int = 2, trials: int = 6, epochs: int = 4, per_class: int 
         config_file = root / "search.yaml"
         config_file.write_text(yaml.safe_dump(config))
         port = free_port()
-        common = dict(KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port), TUNER_CONFIG=str(config_file), TUNER_SHARED_DIR=str(shared))
         procs: dict[str, subprocess.Popen] = {}
         started: dict[str, float] = {}
-        for name in ["chief"] + [f"tuner{i}" for i in range(workers)]:
+        for name in [CHIEF_ID] + [worker_id(i) for i in range(workers)]:
             log = open(root / f"{name}.log", "wb")
             started[name] = time.time()
-            if name == "chief":
+            contract = process_env(name, "127.0.0.1", port, str(config_file), str(shared))
+            if name == CHIEF_ID:
                 cmd = [python(), "-m", "tuner_job", "--fresh"]
-                env = child_env(KERASTUNER_TUNER_ID=name, **common)
+                env = child_env(**contract)
             else:
                 cmd = [python(), "-m", "bench.instrumented_worker"]
-                env = child_env(KERASTUNER_TUNER_ID=name, BENCH_T0=repr(started[name]), BENCH_TIMINGS=str(root / f"{name}.timings.json"), **common)
+                env = child_env(BENCH_T0=repr(started[name]), BENCH_TIMINGS=str(root / f"{name}.timings.json"), **contract)
             procs[name] = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
             log.close()
         deadline = time.monotonic() + timeout

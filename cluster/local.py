@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cluster.errors import LauncherError, user_errors
 from tuner_job.config import SearchConfig, dump_config
+from tuner_job.contract import CHIEF_ID, ENV_SHARED_DIR, TENSORBOARD_PORT, process_env, worker_id
 from tuner_job.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SEARCH_FAILED
 from tuner_job.layout import RunPaths, read_json
 
@@ -73,7 +74,7 @@ class LocalSearch:
         *,
         fresh: bool = False,
         port: int | None = None,
-        tensorboard_port: int | None = 6006,
+        tensorboard_port: int | None = TENSORBOARD_PORT,
         max_restarts: int = 3,
         console: Console | None = None,
         progress: bool = True,
@@ -105,15 +106,9 @@ class LocalSearch:
 
     def _env(self, tuner_id: str) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(
-            KERASTUNER_TUNER_ID=tuner_id,
-            KERASTUNER_ORACLE_IP="127.0.0.1",  # locally the chief binds loopback only
-            KERASTUNER_ORACLE_PORT=str(self.port),
-            TUNER_CONFIG=str(self.config_file),
-            TUNER_SHARED_DIR=str(self.shared_dir),
-            TF_CPP_MIN_LOG_LEVEL="2",
-            PYTHONUNBUFFERED="1",
-        )
+        # Locally the chief binds loopback only.
+        env.update(process_env(tuner_id, "127.0.0.1", self.port, str(self.config_file), str(self.shared_dir)))
+        env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         return env
 
     def _spawn(self, child: Child) -> None:
@@ -151,11 +146,11 @@ class LocalSearch:
     def start(self) -> None:
         python = sys.executable
         chief_argv = [python, "-m", "tuner_job"] + (["--fresh"] if self.fresh else [])
-        self._spawn(self._add("chief", chief_argv, self._env("chief")))
+        self._spawn(self._add(CHIEF_ID, chief_argv, self._env(CHIEF_ID)))
         if self.fresh:
             self._wait_for_fresh_start()
         for i in range(self.workers):
-            self._spawn(self._add(f"tuner{i}", [python, "-m", "tuner_job"], self._env(f"tuner{i}")))
+            self._spawn(self._add(worker_id(i), [python, "-m", "tuner_job"], self._env(worker_id(i))))
         if self.tensorboard_port:
             logdir = self.paths.runs_dir
             logdir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +161,7 @@ class LocalSearch:
     def _wait_for_fresh_start(self, timeout: float = 120.0) -> None:
         """A fresh chief deletes the run folder: workers start once it is recreated."""
         deadline = time.monotonic() + timeout
-        chief = self.children["chief"]
+        chief = self.children[CHIEF_ID]
         while time.monotonic() < deadline and chief.process and chief.process.poll() is None:
             status = read_json(self.paths.status)
             if status and status.get("state") == "running" and status.get("updated", 0) >= self._started_at:
@@ -201,13 +196,13 @@ class LocalSearch:
         if not child.restartable or code in (EXIT_OK, EXIT_SEARCH_FAILED, EXIT_BAD_INPUT):
             return False
         search = self._status().get("state")
-        if child.name != "chief" and search in ("completed", "failed"):
+        if child.name != CHIEF_ID and search in ("completed", "failed"):
             return False
         return child.restarts < self.max_restarts
 
     def _reap(self) -> int | None:
         """Handle exited children; return the search's exit code once it is decided."""
-        chief = self.children["chief"]
+        chief = self.children[CHIEF_ID]
         for child in self.children.values():
             process = child.process
             if process is None or child.exit_code is not None or process.poll() is None:
@@ -221,7 +216,7 @@ class LocalSearch:
                 self._spawn(child)
             elif child.exit_code == EXIT_BAD_INPUT:
                 return EXIT_BAD_INPUT
-            elif child.name == "chief" and child.exit_code not in (EXIT_OK, EXIT_SEARCH_FAILED):
+            elif child.name == CHIEF_ID and child.exit_code not in (EXIT_OK, EXIT_SEARCH_FAILED):
                 self._print(child, f"gave up after {child.restarts} restarts")
                 return child.exit_code or 1
         if chief.exit_code is not None and chief.exit_code in (EXIT_OK, EXIT_SEARCH_FAILED):
@@ -307,29 +302,21 @@ def local_command_impl(config: SearchConfig, shared_dir: Path, workers: int, fre
     return code
 
 
-def local_args(config: SearchConfig, **overrides: Any) -> SearchConfig:
-    from tuner_job.config import parse_config
-
-    data = config.model_dump(mode="json")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return parse_config(data, "command line")
-
-
 def local(
     config: Annotated[Optional[Path], typer.Option(help="search.yaml; default: ./search.yaml if present, else the built-in defaults.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Number of worker processes.")] = 2,
-    shared_dir: Annotated[Path, typer.Option(help="The shared folder: data/ and runs/.", envvar="TUNER_SHARED_DIR")] = Path("shared"),
+    shared_dir: Annotated[Path, typer.Option(help="The shared folder: data/ and runs/.", envvar=ENV_SHARED_DIR)] = Path("shared"),
     run: Annotated[Optional[str], typer.Option(help="Override the run name.")] = None,
     max_trials: Annotated[Optional[int], typer.Option(help="Override max_trials.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override epochs.")] = None,
     tuner: Annotated[Optional[str], typer.Option(help="Override the tuner: random, hyperband, bayesian, grid.")] = None,
     fresh: Annotated[bool, typer.Option(help="Delete this run's folder first (otherwise an existing run resumes).")] = False,
-    tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port; 0 starts none.")] = 6006,
+    tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port; 0 starts none.")] = TENSORBOARD_PORT,
     max_restarts: Annotated[int, typer.Option(min=0, help="Restarts per process before giving up, like a Job's backoffLimit.")] = 3,
     port: Annotated[Optional[int], typer.Option(help="The oracle's port (default: a free one).")] = None,
 ) -> None:
     """Run a search on this machine: the chief, N workers and TensorBoard as processes."""
-    from tuner_job.config import SearchConfig, load_config, parse_config
+    from tuner_job.config import load_config, parse_config
 
     with user_errors():
         if config is None and Path("search.yaml").is_file():

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import LauncherError
-from cluster.narrow import Hyperparameter, read_trials, space_from_trials
 from tuner_job.layout import RunPaths
+from tuner_job.objective import Objective
+from tuner_job.space_model import Hyperparameter, space_from_trials
+from tuner_job.trials import best_step_metrics, read_trials, trial_score
 
 __all__ = ["plot_runs", "PANEL_COLUMNS"]
 
@@ -37,18 +39,10 @@ class _Point:
 
 
 def _score(trial: dict[str, Any], objective: str) -> float | None:
-    """The objective at the trial's best step (KerasTuner's `score` when it is that objective)."""
-    if trial.get("status") != "COMPLETED":
+    """The objective at a COMPLETED trial's best step (its score when that step was not recorded)."""
+    if trial_score(trial) is None:
         return None
-    history = ((trial.get("metrics") or {}).get("metrics") or {}).get(objective) or {}
-    observations = history.get("observations") or []
-    chosen = next((o for o in observations if o.get("step") == trial.get("best_step")), None)
-    value = (chosen or {}).get("value", trial.get("score"))
-    if isinstance(value, list):
-        value = sum(value) / len(value) if value else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+    return best_step_metrics(trial).get(objective, trial_score(trial))
 
 
 def _load(runs: list[RunPaths], objective: str) -> tuple[list[_Point], dict[str, Hyperparameter], list[dict[str, Hyperparameter]]]:
@@ -56,7 +50,7 @@ def _load(runs: list[RunPaths], objective: str) -> tuple[list[_Point], dict[str,
     merged: dict[str, Hyperparameter] = {}
     spaces = []
     for paths in runs:
-        trials = read_trials(paths)
+        trials = list(read_trials(paths).trials.values())
         space = space_from_trials(trials)
         spaces.append(space)
         for name, hp in space.items():
@@ -73,27 +67,36 @@ def _panels(points: list[_Point], merged: dict[str, Hyperparameter]) -> list[str
     return [name for name, hp in merged.items() if hp.kind != "fixed" and name in seen]
 
 
-def _best(points: list[_Point], direction: str) -> _Point | None:
-    scored = [p for p in points if p.score is not None]
-    if not scored:
-        return None
-    return (min if direction == "min" else max)(scored, key=lambda p: p.score)  # type: ignore[arg-type, return-value]
+def _best(points: list[_Point], objective: Objective) -> _Point | None:
+    """The first point with the best score (`Objective.better`), or None."""
+    best = None
+    for point in points:
+        if objective.better(point.score, None if best is None else best.score):
+            best = point
+    return best
 
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def plot_runs(runs: list[RunPaths], out: Path, objective: str, direction: str) -> Path:
+def plot_runs(runs: list[RunPaths], out: Path, goal: Objective) -> Path:
     """Draw `runs` (one run, or the stages of a study in order) into the PNG `out`; return its path.
+
+    Args:
+        runs: the runs, drawn one after another.
+        out: the PNG to write (atomically).
+        goal: the objective drawn, and what "best" means (`trials.read_objective`).
 
     The PNG carries its layout in its text metadata (`Runs`, `Panels`,
     `Hyperparameters`), so a caller or a test can check what was drawn.
+
+    Raises:
+        LauncherError: no run, no trial, or matplotlib missing.
     """
     if not runs:
         raise LauncherError("nothing to plot: no run given.")
-    if direction not in ("min", "max"):
-        raise LauncherError(f"direction must be 'min' or 'max', but got {direction!r}.")
+    objective, direction = goal.name, goal.direction
     try:
         from matplotlib.figure import Figure
         from matplotlib.lines import Line2D
@@ -111,7 +114,7 @@ def plot_runs(runs: list[RunPaths], out: Path, objective: str, direction: str) -
     grid = figure.add_gridspec(1 + rows, columns, height_ratios=[1.25] + [1.0] * rows)
     colours = [f"C{i % 10}" for i in range(len(runs))]
     colour = {paths.run: colours[i] for i, paths in enumerate(runs)}
-    best = _best(points, direction)
+    best = _best(points, goal)
     scores = [p.score for p in points if p.score is not None]
     log_scores = bool(scores) and min(scores) > 0 and max(scores) / min(scores) > 50
 
@@ -135,9 +138,8 @@ def plot_runs(runs: list[RunPaths], out: Path, objective: str, direction: str) -
                      color=colour[paths.run], fontweight="bold")
     running, xs, ys = None, [], []
     for p in points:
-        if p.score is not None:
-            better = running is None or (p.score < running if direction == "min" else p.score > running)
-            running = p.score if better else running
+        if goal.better(p.score, running):
+            running = p.score
         if running is not None:
             xs.append(p.x)
             ys.append(running)

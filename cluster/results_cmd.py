@@ -8,18 +8,20 @@ from typing import Annotated, Optional
 import typer
 
 from cluster.errors import user_errors
+from tuner_job.contract import ENV_SHARED_DIR
 
 __all__ = ["results"]
 
 
 def results(
-    shared_dir: Annotated[Path, typer.Option(help="The shared volume (local folder).", envvar="TUNER_SHARED_DIR")] = Path("shared"),
+    shared_dir: Annotated[Path, typer.Option(help="The shared volume (local folder).", envvar=ENV_SHARED_DIR)] = Path("shared"),
     run: Annotated[Optional[list[str]], typer.Option(help="Run name; repeat for two stages side by side in --plot. Default: the latest run.")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many trials to show.")] = 10,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the objective per trial and per hyperparameter to this PNG.")] = None,
 ) -> None:
     """Print the leaderboard of a finished or running search."""
-    from cluster.runs import find_run, print_leaderboard, run_objective
+    from cluster.runs import find_run, print_leaderboard
+    from tuner_job.trials import read_objective
 
     with user_errors():
         runs = [find_run(shared_dir, name) for name in (run or [None])]
@@ -28,6 +30,5 @@ def results(
         if plot is not None:
             from cluster.plot import plot_runs
 
-            objective, direction = run_objective(runs[0])
-            out = plot_runs(runs, plot, objective, direction)
+            out = plot_runs(runs, plot, read_objective(runs[0]))
             typer.echo(f"plot written to {out}")

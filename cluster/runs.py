@@ -8,10 +8,12 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.errors import LauncherError
-from tuner_job.layout import RunPaths, read_json
+from tuner_job.layout import RunPaths
+from tuner_job.objective import Objective
 from tuner_job.results import TrialRecord, collect_trials, rank
+from tuner_job.trials import ENDED, read_objective, read_status
 
-__all__ = ["find_run", "leaderboard_table", "load_ranked", "run_objective"]
+__all__ = ["find_run", "leaderboard_table", "load_ranked", "print_leaderboard"]
 
 
 def find_run(shared_dir: Path, run: str | None) -> RunPaths:
@@ -29,22 +31,10 @@ def find_run(shared_dir: Path, run: str | None) -> RunPaths:
     return RunPaths(shared_dir, candidates[-1].parent.name)
 
 
-def run_objective(paths: RunPaths) -> tuple[str, str]:
-    """The run's objective name and direction, from its status or config."""
-    status = read_json(paths.status) or {}
-    if status.get("objective"):
-        return status["objective"], status.get("direction", "min")
-    import yaml
-
-    config = yaml.safe_load(paths.config.read_text()) if paths.config.is_file() else {}
-    objective = (config or {}).get("objective", "val_loss")
-    direction = (config or {}).get("objective_direction") or ("max" if "acc" in objective else "min")
-    return objective, direction
-
-
-def load_ranked(paths: RunPaths) -> tuple[list[TrialRecord], str, str]:
-    objective, direction = run_objective(paths)
-    return rank(collect_trials(paths), direction), objective, direction
+def load_ranked(paths: RunPaths) -> tuple[list[TrialRecord], Objective]:
+    """The run's trials ranked best first, and its objective (as its chief decided it: `trials.read_objective`)."""
+    objective = read_objective(paths)
+    return rank(collect_trials(paths), objective), objective
 
 
 def _fmt(value: object) -> str:
@@ -71,13 +61,14 @@ def leaderboard_table(records: list[TrialRecord], objective: str, title: str, to
 
 
 def print_leaderboard(paths: RunPaths, top: int = 10, console: Console | None = None) -> list[TrialRecord]:
+    """Print the run's leaderboard (its `top` best trials) with its state; return every trial, ranked."""
     console = console or Console()
-    records, objective, _ = load_ranked(paths)
-    status = read_json(paths.status) or {}
+    records, objective = load_ranked(paths)
+    status = read_status(paths)
     state = status.get("state", "unknown")
-    done = sum(1 for r in records if r.status in ("COMPLETED", "FAILED"))
+    done = sum(1 for r in records if r.status in ENDED)
     title = f"run {paths.run}: {state}, {done}/{status.get('max_trials', '?')} trials done (top {min(top, len(records))})"
-    console.print(leaderboard_table(records, objective, title, top))
+    console.print(leaderboard_table(records, objective.name, title, top))
     if status.get("message") and state == "failed":
         console.print(f"[red]search failed:[/red] {status['message']}")
     return records

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tuner_job.contract import CHIEF_ID, process_env, worker_id
+
 REPO = Path(__file__).resolve().parent.parent
 SMALL_SIZE = (24, 16)
 
@@ -64,15 +66,8 @@ class Search:
 
     def env(self, tuner_id: str, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(
-            KERASTUNER_TUNER_ID=tuner_id,
-            KERASTUNER_ORACLE_IP="127.0.0.1",
-            KERASTUNER_ORACLE_PORT=str(self.port),
-            TUNER_CONFIG=str(self.config_file),
-            TUNER_SHARED_DIR=str(self.shared),
-            TF_CPP_MIN_LOG_LEVEL="3",
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(process_env(tuner_id, "127.0.0.1", self.port, str(self.config_file), str(self.shared)))
+        env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
         env.update(extra)
         return env
 
@@ -87,9 +82,9 @@ class Search:
         return proc
 
     def start_all(self, workers: int = 2, *chief_args: str) -> None:
-        self.start("chief", *chief_args)
+        self.start(CHIEF_ID, *chief_args)
         for i in range(workers):
-            self.start(f"tuner{i}")
+            self.start(worker_id(i))
 
     def wait(self, tuner_id: str, timeout: float = 180) -> int:
         try:

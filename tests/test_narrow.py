@@ -1,4 +1,5 @@
-"""`tunectl narrow`: narrowing rules, never-wider property, top selection, and the CLI end to end."""
+"""Narrowing (`tuner_job.narrowing`, `tuner_job.space_model`): the rules, the never-wider property,
+top selection, and `tunectl narrow` end to end."""
 
 from __future__ import annotations
 
@@ -13,18 +14,16 @@ import yaml
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from cluster.errors import LauncherError
-from cluster.narrow import (
-    Hyperparameter,
-    apply_overrides,
-    narrow_run,
-    narrow_space,
-    read_trials,
-    select_top,
-    space_from_trials,
-)
+from cluster.narrow import narrow_run
 from tuner_job.config import ChoiceOverride, FixedOverride, RangeOverride, load_config
+from tuner_job.errors import NarrowingError
 from tuner_job.layout import RunPaths
+from tuner_job.narrowing import narrow_space, select_top
+from tuner_job.objective import Objective
+from tuner_job.space_model import Hyperparameter, apply_overrides, space_from_trials
+from tuner_job.trials import read_trials
+
+LOSS = Objective("val_loss", "min")
 
 # --- a run on disk, in KerasTuner 1.4.8's trial.json format ------------------------------------------
 
@@ -114,10 +113,10 @@ def run(tmp_path: Path) -> RunPaths:
     return write_run(tmp_path / "shared", "wide")
 
 
-def _narrowed(paths: RunPaths, **kwargs: Any):
-    trials = read_trials(paths)
+def _narrowed(paths: RunPaths, direction: str = "min", **kwargs: Any):
+    trials = list(read_trials(paths).trials.values())
     space = space_from_trials(trials)
-    return narrow_space(trials, space, **kwargs)
+    return narrow_space(trials, space, Objective("val_loss", direction), **kwargs)
 
 
 # --- the rules, exactly ------------------------------------------------------------------------------
@@ -167,12 +166,12 @@ def test_maximised_objective_picks_the_other_end(run: RunPaths) -> None:
 def test_step_snapping_goes_outward_and_stays_inside() -> None:
     dropout = Hyperparameter("d", "float", min=0.0, max=0.95, step=0.1)
     trials = [_scored("1", 0.1, d=0.25), _scored("2", 0.2, d=0.91)]
-    narrowed = narrow_space(trials, {"d": dropout}, top_k=2).narrowed["d"]
+    narrowed = narrow_space(trials, {"d": dropout}, LOSS, top_k=2).narrowed["d"]
     assert (narrowed.min, narrowed.max) == (0.2, 0.95)  # 1.0 would be wider than before
 
     units = Hyperparameter("u", "int", min=32, max=512, step=2, sampling="log")  # 32, 64, 128, 256, 512
     trials = [_scored("1", 0.1, u=70), _scored("2", 0.2, u=200)]
-    narrowed = narrow_space(trials, {"u": units}, top_k=2).narrowed["u"]
+    narrowed = narrow_space(trials, {"u": units}, LOSS, top_k=2).narrowed["u"]
     assert (narrowed.min, narrowed.max) == (64, 256)
 
 
@@ -206,33 +205,34 @@ def test_top_and_quantile_selection() -> None:
     trials.append(_scored("f", None, "FAILED"))
     trials.append(_scored("n", float("nan")))
     trials.append(_scored("r", -100.0, "RUNNING"))
-    top, completed = select_top(trials)
+    top, completed = select_top(trials, LOSS)
     assert completed == 10 and [t["trial_id"] for t in top] == ["9", "3", "5", "1", "7"]  # default 5
-    assert [t["trial_id"] for t in select_top(trials, top_k=2)[0]] == ["9", "3"]
-    assert len(select_top(trials, top_k=50)[0]) == 10  # at most the completed ones
-    assert [t["trial_id"] for t in select_top(trials, quantile=0.2)[0]] == ["9", "3"]
-    assert len(select_top(trials, quantile=0.25)[0]) == 3  # ceil(2.5)
-    assert len(select_top(trials, quantile=0.01)[0]) == 1
-    assert [t["trial_id"] for t in select_top(trials, top_k=1, direction="max")[0]] == ["2"]
+    assert [t["trial_id"] for t in select_top(trials, LOSS, top_k=2)[0]] == ["9", "3"]
+    assert len(select_top(trials, LOSS, top_k=50)[0]) == 10  # at most the completed ones
+    assert [t["trial_id"] for t in select_top(trials, LOSS, quantile=0.2)[0]] == ["9", "3"]
+    assert len(select_top(trials, LOSS, quantile=0.25)[0]) == 3  # ceil(2.5)
+    assert len(select_top(trials, LOSS, quantile=0.01)[0]) == 1
+    assert [t["trial_id"] for t in select_top(trials, Objective("val_auc", "max"), top_k=1)[0]] == ["2"]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"top_k": 3, "quantile": 0.5}, "cannot be used together"),
-        ({"top_k": 0}, "--top must be at least 1"),
-        ({"quantile": 1.5}, "--quantile must be in (0, 1]"),
-        ({"quantile": 0.0}, "--quantile must be in (0, 1]"),
+        ({"top_k": 0}, "top_k must be at least 1"),
+        ({"quantile": 1.5}, "quantile must be in (0, 1]"),
+        ({"quantile": 0.0}, "quantile must be in (0, 1]"),
     ],
 )
 def test_bad_selection_is_one_line(kwargs: dict, message: str) -> None:
-    with pytest.raises(LauncherError, match=message.replace("(", r"\(").replace("]", r"\]")):
-        select_top([_scored("1", 1.0)], **kwargs)
+    with pytest.raises(NarrowingError, match=message.replace("(", r"\(").replace("]", r"\]")) as raised:
+        select_top([_scored("1", 1.0)], LOSS, **kwargs)
+    assert "--" not in str(raised.value)  # the core names no launcher flag: the chief has none
 
 
 def test_no_completed_trial_is_an_error() -> None:
-    with pytest.raises(LauncherError, match="no COMPLETED trial"):
-        select_top([_scored("1", None, "FAILED"), _scored("2", 0.5, "RUNNING")])
+    with pytest.raises(NarrowingError, match="no COMPLETED trial"):
+        select_top([_scored("1", None, "FAILED"), _scored("2", 0.5, "RUNNING"), _scored("3", float("nan"))], LOSS)
 
 
 # --- property: never wider, always contains the top trials ---------------------------------------------
@@ -294,7 +294,7 @@ def test_property_never_wider_and_contains_every_top_value() -> None:
         if not any(t["status"] == "COMPLETED" for t in trials):
             continue
         kwargs = {"top_k": rng.randint(1, 10)} if rng.random() < 0.5 else {"quantile": rng.uniform(0.01, 1.0)}
-        result = narrow_space(trials, space, direction=rng.choice(["min", "max"]), **kwargs)
+        result = narrow_space(trials, space, Objective("val_loss", rng.choice(["min", "max"])), **kwargs)
         top = [t for t in trials if t["trial_id"] in result.top_ids]
         for name, old in space.items():
             new = result.narrowed[name]

@@ -96,7 +96,7 @@ def test_end_trial_is_idempotent_and_unknown_ids_are_not_found(running) -> None:
     trial, _ = r.create("tuner0")
     r.end(trial, loss=1.0)
     r.end(trial, loss=0.1)  # a late duplicate: acknowledged, ignored
-    assert r.server.counts["completed"] == 1
+    assert r.server.progress.scoreboard.completed == 1
     assert r.server.oracle.trials[trial.trial_id].score == pytest.approx(1.0)
     with pytest.raises(grpc.RpcError) as info:
         r.stub.GetTrial(_kt.pb.GetTrialRequest(trial_id="nope"), timeout=5)
@@ -133,7 +133,7 @@ def test_failure_limit_stops_the_search_without_raising(running) -> None:
         r.end(trial, status="FAILED")
     stopped, state = r.create("tuner0")
     assert stopped.status == "STOPPED" and state == "failed"
-    assert "2 consecutive trials failed" in r.server.message
+    assert "2 consecutive trials failed" in r.server.progress.message
 
 
 def _restored(tmp: Path, max_trials: int) -> tuple[OracleServer, list[str]]:
@@ -168,6 +168,6 @@ def test_the_journal_restores_what_a_machine_crash_left_behind(running, tmp_path
     assert oracle._retry_queue == []
     assert oracle.trials[done.trial_id].status == "COMPLETED" and oracle.trials[done.trial_id].score == pytest.approx(0.25)
     assert oracle.trials[second.trial_id].hyperparameters.values == second.hyperparameters.values
-    assert server.counts["completed"] == 1
+    assert server.progress.scoreboard.completed == 1
     assert any(f"trial {second.trial_id} stays with tuner2" in note for note in notes), notes
     assert any("recovered from the journal" in note for note in notes), notes

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import LauncherError
+from tuner_job.errors import ConfigError
 from tuner_job.layout import RunPaths
+from tuner_job.objective import Objective
 
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402  (matplotlib depends on pillow)
@@ -90,7 +92,7 @@ def _png(path: Path) -> tuple[tuple[int, int], dict[str, str]]:
 
 def test_one_run(tmp_path: Path) -> None:
     wide = write_stage(tmp_path, "wide", 40, narrow=False, seed=1)
-    out = plot_runs([wide], tmp_path / "plots" / "wide.png", "val_loss", "min")
+    out = plot_runs([wide], tmp_path / "plots" / "wide.png", Objective("val_loss", "min"))
     assert out == tmp_path / "plots" / "wide.png"
     assert out.stat().st_size > 30_000
     (width, height), meta = _png(out)
@@ -108,8 +110,8 @@ def test_one_run(tmp_path: Path) -> None:
 def test_two_stages_and_fewer_panels(tmp_path: Path) -> None:
     wide = write_stage(tmp_path, "wide", 40, narrow=False, seed=1)
     narrow = write_stage(tmp_path, "wide-narrow", 20, narrow=True, seed=2)
-    one = plot_runs([wide], tmp_path / "one.png", "val_loss", "min")
-    two = plot_runs([wide, narrow], tmp_path / "two.png", "val_loss", "min")
+    one = plot_runs([wide], tmp_path / "one.png", Objective("val_loss", "min"))
+    two = plot_runs([wide, narrow], tmp_path / "two.png", Objective("val_loss", "min"))
     (w1, h1), meta1 = _png(one)
     (w2, h2), meta2 = _png(two)
     assert meta2["Runs"] == "2" and meta2["Panels"] == meta1["Panels"]
@@ -125,13 +127,13 @@ def test_two_stages_and_fewer_panels(tmp_path: Path) -> None:
                  "score": score, "status": status, "metrics": {"metrics": {}}, "best_step": 0}
         small.trial_dir(str(i)).mkdir(parents=True)
         small.trial_dir(str(i)).joinpath("trial.json").write_text(json.dumps(trial))
-    (w, h), meta = _png(plot_runs([small], tmp_path / "small.png", "val_accuracy", "max"))
+    (w, h), meta = _png(plot_runs([small], tmp_path / "small.png", Objective("val_accuracy", "max")))
     assert (w, h, meta["Panels"]) == (1000, 420 + 340, "3")
 
 
 def test_nothing_to_plot(tmp_path: Path) -> None:
     with pytest.raises(LauncherError, match="no trial.json"):
-        plot_runs([RunPaths(tmp_path, "empty")], tmp_path / "x.png", "val_loss", "min")
-    with pytest.raises(LauncherError, match="direction"):
-        plot_runs([RunPaths(tmp_path, "empty")], tmp_path / "x.png", "val_loss", "down")
+        plot_runs([RunPaths(tmp_path, "empty")], tmp_path / "x.png", Objective("val_loss", "min"))
+    with pytest.raises(ConfigError, match="objective_direction"):
+        plot_runs([RunPaths(tmp_path, "empty")], tmp_path / "x.png", Objective("val_loss", "down"))
     assert not (tmp_path / "x.png").exists()

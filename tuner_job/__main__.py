@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from tuner_job.contract import DEFAULT_CONFIG, ENV_CONFIG, ENV_SHARED_DIR, ENV_TUNER_ID, SHARED_MOUNT
 from tuner_job.errors import EXIT_BAD_INPUT, EXIT_CRASH, TunerJobError
 
 __all__ = ["main"]
@@ -17,11 +18,11 @@ __all__ = ["main"]
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tuner_job",
-        description="Run one process of a distributed KerasTuner search. The role comes from KERASTUNER_TUNER_ID: "
+        description=f"Run one process of a distributed KerasTuner search. The role comes from {ENV_TUNER_ID}: "
         '"chief" hosts the oracle, "tuner<i>" trains trials.',
     )
-    parser.add_argument("--config", default=os.environ.get("TUNER_CONFIG", "/config/search.yaml"), help="search.yaml (env TUNER_CONFIG)")
-    parser.add_argument("--shared-dir", default=os.environ.get("TUNER_SHARED_DIR", "/shared"), help="the shared volume (env TUNER_SHARED_DIR)")
+    parser.add_argument("--config", default=os.environ.get(ENV_CONFIG, DEFAULT_CONFIG), help=f"search.yaml (env {ENV_CONFIG})")
+    parser.add_argument("--shared-dir", default=os.environ.get(ENV_SHARED_DIR, SHARED_MOUNT), help=f"the shared volume (env {ENV_SHARED_DIR})")
     parser.add_argument("--fresh", action="store_true", help="chief only: delete this run's folder and start over")
     return parser.parse_args(argv)
 
@@ -56,6 +57,13 @@ def _permission_message(exc: PermissionError, shared: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run this process's role (`env.read_role`) and return its exit code.
+
+    Returns:
+        0 completed, 1 the search failed, 2 bad input (one `error: ...` line on
+        stderr, never worth a restart), 3 a worker gave up waiting for the
+        chief, 70 an unexpected crash (traceback; worth a restart), 130 Ctrl-C.
+    """
     args = _parse(argv)
     from tuner_job.config import load_config, stage_run
     from tuner_job.devices import configure_threads

@@ -1,8 +1,12 @@
-"""The one module that reaches into `keras_tuner.src` (keras-tuner 1.4.8).
+"""KerasTuner's internals, part 1: the oracles, trials, protos and hooks (keras-tuner 1.4.8).
 
-Everything version-specific about KerasTuner lives here, so an upgrade touches
-one file: the wire protocol's generated stubs, `Trial`, the oracles, and the
-few instance hooks we replace to fix the faults DESIGN.md lists:
+`_kt*.py` are the only modules that reach into `keras_tuner.src` or an
+oracle's private attributes, so an upgrade touches them alone (a test
+checks it): this one for the wire protocol's generated stubs, `Trial`, the
+oracles, metric-direction inference, the space as plain data and the few
+instance hooks we replace; `_kt_state` for the oracle's saved state, restart
+recovery and its retry queue; `_kt_wire` for the protos without TensorFlow.
+The hooks fix the faults DESIGN.md lists:
 
 - `Oracle.save()` rewrites all of `oracle.json` in place, twice per trial, and
   `end_trial` calls it *before* it pops the ongoing trial (a restart then re-runs
@@ -35,7 +39,8 @@ from keras_tuner.src.engine import hyperparameters as _hp
 from keras_tuner.src.engine import metrics_tracking as _metrics_tracking
 from keras_tuner.src.engine import trial as _trial
 
-from tuner_job.layout import WARM_START_LABEL
+from tuner_job.objective import Objective
+from tuner_job.space_model import Hyperparameter, parse_space
 
 __all__ = [
     "HyperParameters",
@@ -45,14 +50,15 @@ __all__ = [
     "pb",
     "pb_grpc",
     "make_oracle",
+    "objective_of",
+    "infer_metric_direction",
     "quiet_oracle",
     "ProtoCache",
     "populate_space",
-    "oracle_state",
-    "restore_oracle_state",
-    "rebuild_oracle_state",
-    "value_in_space",
-    "seed_completed_trials",
+    "hp_class",
+    "space_of",
+    "describe_hp",
+    "serve_stock_chief",
 ]
 
 HyperParameters = _hp.HyperParameters
@@ -65,10 +71,25 @@ pb = _protos.get_service()
 pb_grpc = _protos.get_service_grpc()
 
 
+def infer_metric_direction(name: str) -> str | None:
+    """KerasTuner's direction for a metric name: "min", "max", or None when it cannot tell.
+
+    `val_` and `weighted_` prefixes are dropped; losses are "min"; accuracy,
+    AUC, precision, recall and the like are "max"; any other Keras metric or
+    loss is "min"; a name Keras does not know (a custom metric) is None.
+    """
+    return _metrics_tracking.infer_metric_direction(name)
+
+
+def objective_of(oracle: Oracle) -> Objective:
+    """The oracle's objective as ours (name and direction)."""
+    return Objective(oracle.objective.name, oracle.objective.direction)
+
+
 def make_oracle(
     tuner: str,
     *,
-    objective: Any,
+    objective: Objective | str,
     max_trials: int,
     epochs: int,
     seed: int,
@@ -77,7 +98,16 @@ def make_oracle(
     max_retries_per_trial: int = 0,
     bayesian_initial_points: int | None = None,
 ) -> Oracle:
-    """One of the four stock oracles, configured from `search.yaml`."""
+    """One of the four stock oracles, configured from `search.yaml`.
+
+    `objective` is ours (its direction decided by `objective.resolve_objective`),
+    or a metric name for KerasTuner to infer the direction of.
+
+    Raises:
+        ValueError: an unknown `tuner`, or a name whose direction KerasTuner cannot infer.
+    """
+    if isinstance(objective, Objective):
+        objective = keras_tuner.Objective(objective.name, direction=objective.direction)
     common = dict(
         objective=objective,
         seed=seed,
@@ -215,162 +245,22 @@ def hp_class(name: str) -> Any:
     return getattr(_hp, name)
 
 
-# Parts of the oracle's state that grow with the search and that the trial
-# files and the journal already hold. `oracle.json` leaves them out, so saving
-# it costs the same at trial 5,000 as at trial 50; a restart derives them.
-_DERIVED = ("start_order", "end_order", "tried_so_far", "id_to_hash")
+def describe_hp(hp: Any) -> Hyperparameter | None:
+    """A KerasTuner hyperparameter as the plain model (`space_model.Hyperparameter`); None for `tuner/...`."""
+    return Hyperparameter.from_config({"class_name": type(hp).__name__, "config": hp.get_config()})
 
 
-def oracle_state(oracle: Oracle) -> dict[str, Any]:
-    """The oracle's state for `oracle.json`, without what `_DERIVED` names."""
-    saved = (oracle.start_order, oracle.end_order, oracle._tried_so_far, oracle._id_to_hash, oracle._run_times)
-    in_flight = [t.trial_id for t in oracle.ongoing_trials.values()] + list(oracle._retry_queue)
-    oracle.start_order, oracle.end_order, oracle._tried_so_far, oracle._id_to_hash = [], [], set(), {}
-    oracle._run_times = {t: saved[4][t] for t in in_flight if t in saved[4]}  # retries already spent
-    try:
-        state = oracle.get_state()
-    finally:
-        oracle.start_order, oracle.end_order, oracle._tried_so_far, oracle._id_to_hash, oracle._run_times = saved
-    for key in _DERIVED:
-        state.pop(key, None)
-    return state
+def space_of(hyperparameters: HyperParameters) -> dict[str, Hyperparameter]:
+    """A `HyperParameters`' space as the plain model, by name (what a `trial.json` holds)."""
+    return parse_space({"class_name": type(hp).__name__, "config": hp.get_config()} for hp in hyperparameters.space)
 
 
-def _trial_order(trial_id: str) -> tuple[int, int, str]:
-    digits = trial_id.lstrip("w")
-    return (0 if trial_id.startswith("w") else 1, int(digits) if digits.isdigit() else 0, trial_id)
+def serve_stock_chief(oracle: Oracle, directory: str, project: str) -> None:
+    """Serve `oracle` as a stock KerasTuner chief does (the benchmark's baseline); returns when it stops.
 
-
-def _end_order(trials: dict[str, Trial], ids: list[str], end_order: list[str]) -> list[str]:
-    """The journal's end order, then any finished trial it lacks (seeded trials never ended here)."""
-    journaled = [t for t in end_order if t in trials]
-    seen = set(journaled)
-    return journaled + [
-        t for t in ids
-        if t not in seen and trials[t].status in _terminal() and not str(trials[t].message or "").startswith(WARM_START_LABEL)
-    ]
-
-
-def restore_oracle_state(oracle: Oracle, state: dict[str, Any], trials: dict[str, Trial], end_order: list[str]) -> None:
-    """Load `oracle.json` plus what the trials and the journal hold.
-
-    Unlike stock `reload`, in-flight trials stay with their owners.
+    Reads the address from `KERASTUNER_ORACLE_IP` / `KERASTUNER_ORACLE_PORT`.
     """
-    state = copy.deepcopy(state)
-    ids = sorted(trials, key=_trial_order)
-    ended = _end_order(trials, ids, end_order)
-    hashes = {t: oracle._compute_values_hash(trials[t].hyperparameters.values) for t in ids}
-    state.setdefault("start_order", ids)
-    state.setdefault("end_order", ended)
-    state["tried_so_far"] = sorted(set(hashes.values()) | set(state.get("tried_so_far", ())))
-    state["id_to_hash"] = {**hashes, **state.get("id_to_hash", {})}
-    state["run_times"] = {**{t: 1 for t in ended}, **state.get("run_times", {})}
-    oracle.trials = dict(trials)
-    oracle.set_state(state)
-    _cheap_space_copies(oracle)  # set_state made a new space
+    from keras_tuner.src.distribute import oracle_chief
 
-
-def rebuild_oracle_state(oracle: Oracle, trials: dict[str, Trial], end_order: list[str]) -> list[str]:
-    """Rebuild a lost `oracle.json` from the trials; return the trials to re-run.
-
-    Finished trials keep their results; trials that were running go back to the
-    queue (their owners are unknown without `oracle.json`).
-    """
-    oracle.trials = dict(trials)
-    oracle.start_order = sorted(trials, key=_trial_order)
-    oracle.end_order = _end_order(trials, oracle.start_order, end_order)
-    running = sorted(t for t, trial in trials.items() if trial.status not in _terminal())
-    for trial_id in oracle.start_order:
-        oracle._record_values(trials[trial_id])
-        oracle._run_times[trial_id] = max(oracle._run_times[trial_id], 1 if trial_id in oracle.end_order else 0)
-    oracle._seed_state = oracle.seed + 1000 * len(trials)
-    oracle._retry_queue = list(running)
-    oracle.ongoing_trials = {}
-    return running
-
-
-def _hp_active(hp: Any, values: dict[str, Any]) -> bool:
-    return all(condition.is_active(values) for condition in getattr(hp, "conditions", None) or ())
-
-
-def _same(a: Any, b: Any) -> bool:
-    # True == 1 in Python; a Choice of [0, 1, True] must not merge them.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)), abs(float(b)))
-        except (TypeError, ValueError):
-            return False
-    return a == b
-
-
-def value_in_space(hp: Any, value: Any) -> bool:
-    """Whether `value` is one the (possibly narrowed) hyperparameter `hp` can take.
-
-    Int and Float: within [min_value, max_value] (an Int also a whole number);
-    Choice, Boolean and Fixed: membership.
-    """
-    if isinstance(hp, (_hp.Int, _hp.Float)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        low, high = float(hp.min_value), float(hp.max_value)
-        tolerance = 1e-9 * max(1.0, abs(low), abs(high))
-        if isinstance(hp, _hp.Int) and float(value) != int(value):
-            return False
-        return low - tolerance <= float(value) <= high + tolerance
-    if isinstance(hp, _hp.Boolean):
-        return isinstance(value, bool)
-    if isinstance(hp, _hp.Choice):
-        return any(_same(value, v) for v in hp.values)
-    if isinstance(hp, _hp.Fixed):
-        return _same(value, hp.value)
-    return False
-
-
-def warm_values(oracle: Oracle, values: dict[str, Any]) -> dict[str, Any] | None:
-    """`values` restricted to the oracle's space, or None when one falls outside it.
-
-    `tuner/...` entries are ignored; a conditional hyperparameter is checked
-    only where its conditions hold.
-    """
-    kept: dict[str, Any] = {}
-    for hp in oracle.hyperparameters.space:
-        if hp.name.startswith("tuner/") or not _hp_active(hp, values):
-            continue
-        if hp.name not in values or not value_in_space(hp, values[hp.name]):
-            return None
-        kept[hp.name] = values[hp.name]
-    return kept
-
-
-def seed_completed_trials(oracle: Oracle, trials: list[tuple[str, Trial, str]]) -> list[Trial]:
-    """Add earlier trials to a fresh oracle as COMPLETED observations.
-
-    `trials` holds `(new_id, old_trial, message)`; those whose values fall
-    inside the oracle's space are added under `new_id` with the old metrics
-    and score, and recorded as tried (no point is paid for twice). They are
-    not in `end_order` (this run did not end them); the caller raises
-    `max_trials` by their count. Returns the added trials.
-    """
-    added = []
-    for new_id, old, message in trials:
-        values = warm_values(oracle, dict(old.hyperparameters.values))
-        if values is None:
-            continue
-        hyperparameters = oracle.hyperparameters.copy()
-        hyperparameters.values = values
-        trial = Trial(hyperparameters=hyperparameters, trial_id=new_id, status=TrialStatus.COMPLETED, message=message)
-        trial.metrics = old.metrics
-        trial.score = old.score
-        trial.best_step = old.best_step
-        oracle.trials[new_id] = trial
-        oracle.start_order.append(new_id)
-        oracle._record_values(trial)
-        oracle._run_times[new_id] = 1
-        added.append(trial)
-    return added
-
-
-def _terminal() -> tuple[str, ...]:
-    return (TrialStatus.COMPLETED, TrialStatus.FAILED)
+    oracle._set_project_dir(directory, project)
+    oracle_chief.start_server(oracle)

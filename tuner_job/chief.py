@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import shutil
 import time
 import warnings
@@ -13,34 +12,38 @@ from typing import Any
 
 import yaml
 
-from tuner_job import _kt
+from tuner_job import _kt, _kt_state
 from tuner_job.chief_startup import set_phase, start_startup_health, stop_startup_health, wait_for_dataset
 from tuner_job.config import SearchConfig, dump_config
 from tuner_job.devices import configure_threads
 from tuner_job.env import Role
-from tuner_job.errors import ConfigError, SearchFailedError
-from tuner_job.layout import WARM_START_LABEL, RunPaths, atomic_write_text, read_json
+from tuner_job.errors import SearchFailedError
+from tuner_job.layout import WARM_PREFIX, WARM_START_LABEL, RunPaths, atomic_write_text, read_json
+from tuner_job.objective import Objective, resolve_objective
 from tuner_job.oracle_server import OracleServer
 from tuner_job.results import leaderboard_text, write_results
 from tuner_job.trial_runner import format_values, public_values
+from tuner_job.trials import warm_start_trials
 
-__all__ = ["run_chief", "build_oracle", "load_warm_trials", "WARM_PREFIX"]
+__all__ = ["run_chief", "build_oracle", "load_warm_trials"]
 
 log = logging.getLogger("tuner_job.chief")
 
-#: Trials seeded from an earlier run are `w<old id>`: the oracle's own ids are numbers.
-WARM_PREFIX = "w"
 
+def build_oracle(config: SearchConfig, build_model: Any, objective: Objective) -> Any:
+    """The configured oracle, its space narrowed by `space` and populated from the hypermodel.
 
-def build_oracle(config: SearchConfig, build_model: Any) -> Any:
-    """The configured oracle, its space narrowed by `space` and populated from the hypermodel."""
+    Args:
+        config: the search.
+        build_model: `build(hp) -> compiled keras.Model` (`load_hypermodel`); built here.
+        objective: the search's objective (`resolve_objective`).
+
+    Raises:
+        ConfigError: a `space` override names no hyperparameter or widens one.
+        HypermodelError: the hypermodel does not build a compiled model.
+    """
     from tuner_job.space import apply_space
 
-    objective = config.objective
-    if config.objective_direction:
-        import keras_tuner
-
-        objective = keras_tuner.Objective(config.objective, direction=config.objective_direction)
     narrowed = None
     if config.space:
         scratch = _kt.make_oracle("random", objective=objective, max_trials=1, epochs=1, seed=0, hyperparameters=None)
@@ -65,7 +68,9 @@ class BestModelExporter:
     """Writes `best/model.keras` and `best/hyperparameters.yaml` off the event loop.
 
     Runs whenever a trial becomes the best so far, so the search's end waits
-    for at most one export.
+    for at most one export. The weights are the trial's checkpoint (its best
+    epoch, kept by the worker's `ModelCheckpoint`); a seeded trial's are in
+    the run it came from (`warm_run`).
     """
 
     def __init__(self, paths: RunPaths, build_model: Any, objective: str, warm_run: RunPaths | None = None):
@@ -130,33 +135,19 @@ def _has_state(paths: RunPaths) -> bool:
 
 
 def load_warm_trials(config: SearchConfig, shared_dir: Any) -> list[Any]:
-    """The COMPLETED trials (with a score) of the run `config.warm_start` names."""
-    name = config.warm_start
-    assert name is not None
-    source = RunPaths(shared_dir, name)
-    if name == config.run:
-        raise ConfigError(f"warm_start: run {name!r} is this run; name an earlier run")
-    if not source.root.is_dir():
-        raise ConfigError(f"warm_start: run {name!r} not found under {source.runs_dir}")
-    trials = []
-    for trial_file in sorted(source.tuner.glob("trial_*/trial.json")):
-        state = read_json(trial_file)
-        if not state or "trial_id" not in state:
-            continue  # torn: the other run's chief may still be writing it
-        try:
-            trial = _kt.Trial.from_state(state)
-        except (KeyError, TypeError, ValueError):
-            continue
-        score = trial.score
-        if trial.status == _kt.TrialStatus.COMPLETED and isinstance(score, (int, float)) and math.isfinite(score):
-            trials.append(trial)
-    return trials
+    """The COMPLETED trials with a finite score of the run `config.warm_start` names, as `Trial`s.
+
+    Raises:
+        ConfigError: that run is this one or does not exist (see `trials.warm_start_trials`).
+    """
+    assert config.warm_start is not None
+    return [_kt.Trial.from_state(doc) for doc in warm_start_trials(shared_dir, config.warm_start, config.run)]
 
 
 def _seed_warm_start(config: SearchConfig, server: OracleServer, oracle: Any, warm: list[Any]) -> None:
     """Add the earlier run's trials that fall inside this space as COMPLETED observations."""
     source = f"{WARM_START_LABEL}{config.warm_start}"  # the trial's message: results show it as the worker
-    added = _kt.seed_completed_trials(oracle, [(f"{WARM_PREFIX}{t.trial_id}", t, source) for t in warm])
+    added = _kt_state.seed_completed_trials(oracle, [(f"{WARM_PREFIX}{t.trial_id}", t, source) for t in warm])
     for trial in added:
         server.store.mark_trial(trial)
     log.info("warm start: %d of %d trials from run %s fall inside the new space", len(added), len(warm), config.warm_start)
@@ -173,13 +164,8 @@ def _account_warm(server: OracleServer, oracle: Any) -> int:
         return 0
     if oracle.max_trials is not None:
         oracle.max_trials += len(seeded)
-    minimize = oracle.objective.direction == "min"
     for trial in seeded:
-        score = trial.score
-        if score is None or not math.isfinite(score):
-            continue
-        if server.best is None or (score < server.best[1] if minimize else score > server.best[1]):
-            server.best = (trial.trial_id, float(score))
+        server.progress.scoreboard.offer(trial.trial_id, trial.score)
     return len(seeded)
 
 
@@ -197,13 +183,12 @@ async def _serve(
 
     def on_end(trial: Any) -> None:
         score = "-" if trial.score is None else f"{trial.score:.4f}"
-        best = server.best
+        board = server.progress.scoreboard
         log.info(
             "trial %s %s %s=%s | %d/%d done, best %s",
-            trial.trial_id, trial.status, config.objective, score, server.counts["completed"] + server.counts["failed"],
-            config.max_trials, "-" if best is None else f"{best[1]:.4f} (trial {best[0]})",
-        )
-        if best is not None and best[0] == trial.trial_id:
+            trial.trial_id, trial.status, config.objective, score, board.done, config.max_trials, board.best_text(),
+        )  # fmt: skip
+        if board.best is not None and board.best[0] == trial.trial_id:
             exporter.submit(trial)
 
     server = OracleServer(
@@ -230,7 +215,8 @@ async def _serve(
     await server.start(role.oracle_host, role.oracle_port)
     log.info("oracle serving on %s:%d (%s, max_trials=%d, objective=%s)", role.oracle_host, server.port, config.tuner, config.max_trials, config.objective)
     await server.wait()
-    best_trial = server.best and oracle.trials.get(server.best[0])
+    best = server.progress.scoreboard.best
+    best_trial = best and oracle.trials.get(best[0])
     if best_trial is not None and exporter.exported != best_trial.trial_id:
         exporter.submit(best_trial)
     await exporter.drain()
@@ -238,6 +224,27 @@ async def _serve(
 
 
 def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = False, next_run: str | None = None) -> int:
+    """Run the chief of one run: check the inputs, serve the oracle until the search ends, write the results.
+
+    Everything a user can get wrong (the objective's direction, the data
+    folder, the hypermodel, `space`, `warm_start`) is checked before anything
+    is written. At the end: `results.json`, `leaderboard.csv` and
+    `best/model.keras` (the best trial's checkpoint, as the oracle ranked it).
+
+    Args:
+        config: the search (one run; a staged search calls this once per stage).
+        paths: the run's folders on the shared volume.
+        role: the chief's role; it binds `role.oracle_host:role.oracle_port`.
+        fresh: delete this run's folder first (otherwise a run with state resumes).
+        next_run: the next stage's run, for a stage of a staged search.
+
+    Returns:
+        0 when the search completed.
+
+    Raises:
+        ConfigError, DataError, HypermodelError: bad input (exit 2), nothing written.
+        SearchFailedError: the search ended "failed" (exit 1); results are written first.
+    """
     from tuner_job.data import list_image_folder, load_image_folder
     from tuner_job.hypermodels import load_hypermodel
     from tuner_job.tensorboard_logs import write_experiment_config
@@ -246,30 +253,31 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
     configure_threads()  # TensorFlow is imported now: size its pools to the CPU limit
     if role.oracle_port:
         start_startup_health(role.oracle_host, role.oracle_port)  # a no-op unless a stage ended
+    objective = resolve_objective(config.objective, config.objective_direction)  # a direction no one can tell fails here
     folder = paths.shared_dir / config.data
     wait_for_dataset(folder, config.data_wait_seconds)
     set_phase("decoding the dataset")
     classes = list_image_folder(folder)
     build = load_hypermodel(config.hypermodel, (*config.image_size, 3), len(classes))
-    oracle = build_oracle(config, build)  # builds the model: a bad hypermodel fails here, before any write
+    oracle = build_oracle(config, build, objective)  # builds the model: a bad hypermodel fails here, before any write
     warm = None
     if config.warm_start and (fresh or not _has_state(paths)):
         warm = load_warm_trials(config, paths.shared_dir)  # a missing run fails here, before any write
     load_image_folder(folder, config.image_size, config.validation_split, config.seed)  # the cache, for the workers
     _prepare_run(config, paths, fresh)
-    metrics = sorted({config.objective, "val_loss", "val_accuracy", "loss", "accuracy"})
-    write_experiment_config(paths.logs, oracle.hyperparameters, metrics)
+    write_experiment_config(paths.logs, _kt.space_of(oracle.hyperparameters), objective)
     warm_run = RunPaths(paths.shared_dir, config.warm_start) if config.warm_start else None
     exporter = BestModelExporter(paths, build, config.objective, warm_run)
     server = asyncio.run(_serve(config, paths, role, oracle, exporter, warm, next_run))
-    ranked = write_results(paths, config.objective, oracle.objective.direction, extra={"state": server.state, "message": server.message})
+    progress = server.progress
+    ranked = write_results(paths, objective, extra={"state": progress.state, "message": progress.message})
     log.info("results: %s, %s", paths.results_json, paths.leaderboard_csv)
     print(leaderboard_text(ranked, config.objective), flush=True)
     if (paths.best / "model.keras").is_file():
         best = read_json(paths.results_json) or {}
         log.info("best model: %s (trial %s)", paths.best / "model.keras", (best.get("trials") or [{}])[0].get("trial_id"))
     log.info("TensorBoard logs: %s", paths.logs)
-    log.info("search %s in %.1fs: %s", server.state, time.monotonic() - started, server.message)
-    if server.state == "failed":
-        raise SearchFailedError(server.message)
+    log.info("search %s in %.1fs: %s", progress.state, time.monotonic() - started, progress.message)
+    if progress.state == "failed":
+        raise SearchFailedError(progress.message)
     return 0

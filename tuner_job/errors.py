@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "HypermodelError",
+    "NarrowingError",
     "SearchFailedError",
     "ChiefUnreachableError",
     "EXIT_OK",
@@ -44,6 +45,10 @@ class DataError(TunerJobError):
 
 class HypermodelError(TunerJobError):
     """The hypermodel cannot be loaded or does not build a Keras model."""
+
+
+class NarrowingError(TunerJobError):
+    """A search space cannot be narrowed around a run (no such run, no completed trial, bad selection)."""
 
 
 class SearchFailedError(TunerJobError):

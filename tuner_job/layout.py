@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunPaths", "WARM_START_LABEL", "atomic_write_text", "atomic_write_json", "read_json"]
+__all__ = ["RunPaths", "WARM_PREFIX", "WARM_START_LABEL", "atomic_write_text", "atomic_write_json", "read_json"]
 
-#: A trial seeded from an earlier run carries `WARM_START_LABEL + <run>` as its
-#: message; the leaderboard shows it where a worker would be.
+#: A trial seeded from an earlier run is `WARM_PREFIX + <its id there>` (the
+#: oracle's own ids are numbers) and carries `WARM_START_LABEL + <run>` as its
+#: message; the leaderboard shows that where a worker would be.
+WARM_PREFIX = "w"
 WARM_START_LABEL = "warm-start:"
 
 
@@ -42,6 +44,16 @@ class RunPaths:
     def tuner(self) -> Path:
         """KerasTuner's project folder: oracle.json and trial_<id>/trial.json."""
         return self.root / "tuner"
+
+    @property
+    def journal(self) -> Path:
+        """The chief's write-ahead log: one JSON line per trial handed out and per trial ended."""
+        return self.tuner / "journal.jsonl"
+
+    @property
+    def oracle_json(self) -> Path:
+        """The oracle's own state (KerasTuner's format, less what the trials hold)."""
+        return self.tuner / "oracle.json"
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.tuner / f"trial_{trial_id}"
@@ -117,6 +129,7 @@ def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
+    """`atomic_write_text` of `data` as indented JSON."""
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False))
 
 

@@ -38,9 +38,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from tuner_job import _kt
+from tuner_job import _kt, _kt_state
 from tuner_job.chief_startup import ORACLE_SERVICE
 from tuner_job.keepalive import server_options
+from tuner_job.layout import RunPaths
+from tuner_job.leases import TrialLeases
+from tuner_job.progress import SearchProgress
 from tuner_job.state_store import StateStore
 
 __all__ = ["OracleServer", "SEARCH_STATE_KEY", "SEARCH_MESSAGE_KEY", "SEARCH_RUN_KEY"]
@@ -55,10 +58,33 @@ _TERMINAL = (_kt.TrialStatus.COMPLETED, _kt.TrialStatus.FAILED)
 
 
 class OracleServer(_kt.pb_grpc.OracleServicer):
+    """A KerasTuner oracle served over gRPC, with leases, a journal and counters (see the module's contract).
+
+    Each RPC reads the proto, calls the oracle, waits for the change to be on
+    disk (`StateStore`) and answers; recovery and the oracle's retry queue are
+    `_kt_state`'s, the leases `TrialLeases`', the counts, the best trial and
+    the verdict `SearchProgress`' (`self.progress`, which the warm start shares).
+
+    Args:
+        oracle: a stock oracle from `_kt.make_oracle`, its space populated; the
+            server replaces its persistence and display (`_kt.quiet_oracle`).
+        store_paths: the run whose files hold the state.
+        lease_seconds: how long a silent worker keeps its trial.
+        max_consecutive_failed_trials: failures in a row that end the search "failed".
+        idle_wait_seconds: how long CreateTrial waits for work before it answers IDLE.
+        on_trial_end: called with each trial that ends (COMPLETED or FAILED), once.
+        on_trial_start: called with each trial handed out and the tuner id
+            (`"<id> (resumed)"` when its owner asked again).
+        next_run: the next stage's run (a staged search): when this one
+            completes, workers are told to wait for it instead of to stop.
+
+    Use: `restore()` (a restart), then `await start(host, port)`, then `await wait()`.
+    """
+
     def __init__(
         self,
         oracle: _kt.Oracle,
-        store_paths: Any,
+        store_paths: RunPaths,
         *,
         lease_seconds: float,
         max_consecutive_failed_trials: int,
@@ -68,138 +94,66 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         next_run: str | None = None,
     ):
         self.oracle = oracle
-        # A stage of a staged search: when it completes, workers are told to
-        # wait for the next stage's run instead of to stop.
         self.next_run = next_run
-        self.lease_seconds = lease_seconds
-        self.max_consecutive_failed_trials = max_consecutive_failed_trials
         self.idle_wait_seconds = idle_wait_seconds
         self.on_trial_end = on_trial_end
         self.on_trial_start = on_trial_start
-        self.store = StateStore(store_paths, lambda: _kt.oracle_state(self.oracle), self._server_state, self._server_key)
+        self.progress = SearchProgress(_kt.objective_of(oracle), max_consecutive_failed_trials)
+        self.store = StateStore(store_paths, lambda: _kt_state.oracle_state(self.oracle), self._status, self.progress.key)
         _kt.quiet_oracle(oracle, self.store.mark_trial)
-        self.state = "running"
-        self.message = ""
-        self.consecutive_failures = 0
-        self.exhausted = False  # the oracle said STOPPED at least once
-        self.best: tuple[str, float] | None = None
-        self.counts = {"completed": 0, "failed": 0}
-        self._lease_seen: dict[str, float] = {}  # trial_id -> last time its worker spoke
+        self.leases = TrialLeases(lease_seconds)
         self._ended: set[str] = set()
         self._changed: asyncio.Condition | None = None
         self._finished: asyncio.Event | None = None
         self.health = HealthServicer()
-        self.finished_at: float | None = None  # when the search ended (the benchmark reads it)
-        self._restored_failure: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._protos = _kt.ProtoCache()
 
-    # ----- state ---------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """The verdict: running, completed or failed."""
+        return self.progress.state
 
-    def _server_state(self) -> dict[str, Any]:
+    def _status(self) -> dict[str, Any]:
         oracle = self.oracle
-        return {
-            "state": self.state,
-            "message": self.message,
-            "objective": oracle.objective.name,
-            "direction": oracle.objective.direction,
-            "max_trials": oracle.max_trials,
-            "trials_started": len(oracle.trials),
-            "trials_done": self.counts["completed"] + self.counts["failed"],
-            "completed": self.counts["completed"],
-            "failed": self.counts["failed"],
-            "running": {tuner: trial.trial_id for tuner, trial in oracle.ongoing_trials.items()},
-            "queued": list(oracle._retry_queue),
-            "best": None if self.best is None else {"trial_id": self.best[0], "score": self.best[1]},
-            "consecutive_failures": self.consecutive_failures,
-            "exhausted": self.exhausted,
-            "next_run": self.next_run if self.state == "completed" else None,
-            "updated": time.time(),
-        }
-
-    def _server_key(self) -> tuple[Any, ...]:
-        """What of `_server_state` a restart reads: status.json is written at once when it changes."""
-        return (self.state, self.message, self.consecutive_failures, self.exhausted)
+        return self.progress.status(
+            max_trials=oracle.max_trials,
+            trials_started=len(oracle.trials),
+            running={tuner: trial.trial_id for tuner, trial in oracle.ongoing_trials.items()},
+            queued=_kt_state.queued(oracle),
+            next_run=self.next_run if self.state == "completed" else None,
+        )
 
     def restore(self) -> list[str]:
-        """Load the state a previous chief left; return lines describing it."""
+        """Load the state a previous chief left (`StateStore.load`, `_kt_state.resume`); return lines describing it.
+
+        In-flight trials stay with the owners the journal names, with fresh
+        leases; a search that had failed fails again at `start()` unless
+        `max_consecutive_failed_trials` was raised.
+        """
         loaded = self.store.load()
         notes = list(loaded.problems)
         if not loaded.trials and loaded.oracle_state is None:
             return notes
-        if loaded.oracle_state is not None:
-            _kt.restore_oracle_state(self.oracle, loaded.oracle_state, loaded.trials, loaded.end_order)
-            # Trials whose end reached the journal but not oracle.json.
-            for trial_id in loaded.end_order:
-                if trial_id not in self.oracle.end_order:
-                    self.oracle.end_order.append(trial_id)
-                    for tuner, trial in list(self.oracle.ongoing_trials.items()):
-                        if trial.trial_id == trial_id:
-                            del self.oracle.ongoing_trials[tuner]
-            # A stock reload would re-queue these; we keep them with their owners.
-            for tuner, trial in list(self.oracle.ongoing_trials.items()):
-                self.oracle.ongoing_trials[tuner] = self.oracle.trials[trial.trial_id]
-            referenced = {t.trial_id for t in self.oracle.ongoing_trials.values()} | set(self.oracle._retry_queue)
-            unlisted = [t for t in loaded.owners if t not in referenced]  # handed out after oracle.json's last flush
-            notes += self._reclaim(loaded.owners, unlisted, "oracle.json had not recorded it")
-        else:
-            requeued = _kt.rebuild_oracle_state(self.oracle, loaded.trials, loaded.end_order)
-            notes += self._reclaim(loaded.owners, requeued, "oracle.json was rebuilt")
-            if self.oracle._retry_queue:
-                notes.append(f"trials {sorted(self.oracle._retry_queue)} were running with no known owner; they go back to the queue")
-        server = loaded.server_state or {}
-        self.consecutive_failures = int(server.get("consecutive_failures", 0))
-        self.exhausted = bool(server.get("exhausted", False))
-        if server.get("state") == "failed" and self.consecutive_failures >= self.max_consecutive_failed_trials:
-            # A restart does not undo a failed search (Kubernetes restarts a chief
-            # that exited 1): it fails again at once. Raising the limit resumes it.
-            self._restored_failure = str(server.get("message") or "the search had failed")
-            notes.append(
-                f"this run had failed ({self._restored_failure}); raise max_consecutive_failed_trials to resume it, or start it --fresh"
-            )
+        notes += _kt_state.resume(self.oracle, loaded.oracle_state, loaded.trials, loaded.end_order, loaded.owners)
+        failed = self.progress.restore(loaded.server_state or {})
+        notes += [failed] if failed else []
         for trial_id in self.oracle.end_order:
             trial = self.oracle.trials.get(trial_id)
             if trial is not None and trial.status in _TERMINAL:
-                self._ended.add(trial_id)
-                self._count_end(trial)
-        now = time.monotonic()
+                self._count_end(trial, restored=True)
         for trial in self.oracle.ongoing_trials.values():
-            self._lease_seen[trial.trial_id] = now
+            self.leases.grant(trial.trial_id)
         notes.append(
             f"resumed: {len(self.oracle.trials)} trials, {len(self._ended)} finished, "
-            f"{len(self.oracle.ongoing_trials)} in flight (kept with their workers), {len(self.oracle._retry_queue)} queued"
+            f"{len(self.oracle.ongoing_trials)} in flight (kept with their workers), {len(_kt_state.queued(self.oracle))} queued"
         )
         self.store.flush_now()
         return notes
 
-    def _reclaim(self, owners: dict[str, str], trial_ids: list[str], why: str) -> list[str]:
-        """Give running trials back to the owners the journal names (instead of the queue)."""
-        notes = []
-        for trial_id in trial_ids:
-            trial, tuner = self.oracle.trials.get(trial_id), owners.get(trial_id)
-            if trial is None or tuner is None or trial.status in _TERMINAL or trial_id in self.oracle.end_order:
-                continue
-            if trial_id in self.oracle._retry_queue:
-                self.oracle._retry_queue.remove(trial_id)
-            if tuner in self.oracle.ongoing_trials:
-                self.oracle._retry_queue.append(trial_id)  # the owner holds a newer trial
-                continue
-            trial.status = _kt.TrialStatus.RUNNING
-            self.oracle.ongoing_trials[tuner] = trial
-            notes.append(f"trial {trial_id} stays with {tuner} ({why}; the journal had it)")
-        return notes
-
-    def _count_end(self, trial: Any) -> None:
-        if trial.status == _kt.TrialStatus.COMPLETED:
-            self.counts["completed"] += 1
-            if trial.score is not None and trial.score == trial.score:  # not NaN
-                better = self.best is None or (
-                    trial.score < self.best[1] if self.oracle.objective.direction == "min" else trial.score > self.best[1]
-                )
-                if better:
-                    self.best = (trial.trial_id, float(trial.score))
-        else:
-            self.counts["failed"] += 1
+    def _count_end(self, trial: Any, restored: bool = False) -> None:
+        self._ended.add(trial.trial_id)
+        self.progress.record_end(trial.trial_id, trial.status == _kt.TrialStatus.COMPLETED, trial.score, restored=restored)
 
     def _nothing_to_hand_out(self, tuner_id: str) -> bool:
         """The oracle would answer STOPPED: the budget is spent, nothing to resume or retry."""
@@ -208,19 +162,17 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             oracle.max_trials is not None
             and len(oracle.trials) >= oracle.max_trials
             and tuner_id not in oracle.ongoing_trials
-            and not oracle._retry_queue
+            and not _kt_state.has_queued(oracle)
         )
 
     def _search_done(self) -> bool:
         oracle = self.oracle
-        budget_spent = self.exhausted or (oracle.max_trials is not None and len(oracle.trials) >= oracle.max_trials)
-        return budget_spent and not oracle.ongoing_trials and not oracle._retry_queue
+        budget_spent = self.progress.exhausted or (oracle.max_trials is not None and len(oracle.trials) >= oracle.max_trials)
+        return budget_spent and not oracle.ongoing_trials and not _kt_state.has_queued(oracle)
 
     def _finish(self, state: str, message: str) -> None:
-        if self.state != "running":
+        if not self.progress.finish(state, message):
             return
-        self.state, self.message = state, message
-        self.finished_at = time.time()
         log.info("search %s: %s", state, message)
         assert self._finished is not None
         self._finished.set()
@@ -233,8 +185,8 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
     def _metadata(self, context: grpc.aio.ServicerContext) -> None:
         state = "running" if self.state == "completed" and self.next_run else self.state
         metadata = [(SEARCH_STATE_KEY, state), (SEARCH_RUN_KEY, self.store.paths.run)]
-        if self.message:
-            metadata.append((SEARCH_MESSAGE_KEY, self.message.encode("ascii", "replace").decode()))
+        if self.progress.message:
+            metadata.append((SEARCH_MESSAGE_KEY, self.progress.message.encode("ascii", "replace").decode()))
         context.set_trailing_metadata(tuple(metadata))
 
     def _background(self, coroutine: Any) -> None:
@@ -242,10 +194,6 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the store logs a failure
-
-    def _renew(self, trial_id: str) -> None:
-        if trial_id in self._lease_seen:
-            self._lease_seen[trial_id] = time.monotonic()
 
     def _find(self, trial_id: str) -> Any | None:
         return self.oracle.trials.get(trial_id)
@@ -279,8 +227,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             else:
                 trial = self.oracle.create_trial(tuner_id)
             if trial is not None and trial.status == _kt.TrialStatus.RUNNING:
-                resumed = trial.trial_id in self._lease_seen
-                self._lease_seen[trial.trial_id] = time.monotonic()
+                resumed = self.leases.grant(trial.trial_id)
                 if not resumed:
                     self.store.journal_start(trial, tuner_id)
                 await self.store.commit()
@@ -289,11 +236,11 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                 self._metadata(context)
                 return _kt.pb.CreateTrialResponse(trial=self._protos.to_proto(trial))
             if trial is None or trial.status == _kt.TrialStatus.STOPPED:
-                self.exhausted = self.exhausted or not (
+                self.progress.exhausted = self.progress.exhausted or not (
                     self.oracle.max_trials is not None and len(self.oracle.trials) >= self.oracle.max_trials
                 )
                 if self._search_done():
-                    self._finish("completed", self._summary())
+                    self._finish("completed", self.progress.summary())
                     await self.store.commit()
                     await self._notify()
                     continue
@@ -314,7 +261,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         trial = self._find(request.trial_id)
         if trial is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown trial_id={request.trial_id!r}")
-        self._renew(trial.trial_id)
+        self.leases.renew(trial.trial_id)
         if trial.trial_id not in self._ended:
             try:
                 trial = self.oracle.update_trial(request.trial_id, dict(request.metrics), step=request.step)
@@ -339,26 +286,21 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         if not known.metrics.exists(self.oracle.objective.name) and ended.metrics.exists(self.oracle.objective.name):
             known.metrics = ended.metrics  # an UpdateTrial that a restarted chief never saved
         self.oracle.end_trial(ended)
-        self._lease_seen.pop(trial_id, None)
+        self.leases.release(trial_id)
         trial = self.oracle.trials[trial_id]
         if trial.status in _TERMINAL:
-            self._ended.add(trial_id)
             self._count_end(trial)
             self.store.journal_end(trial)
-            if trial.status == _kt.TrialStatus.FAILED:
-                self.consecutive_failures += 1
-            else:
-                self.consecutive_failures = 0
         if self.on_trial_end is not None and trial.status in _TERMINAL:
             self.on_trial_end(trial)
-        if self.consecutive_failures >= self.max_consecutive_failed_trials:
+        if self.progress.failed_too_often:
             self._finish(
                 "failed",
-                f"{self.consecutive_failures} consecutive trials failed (max_consecutive_failed_trials="
-                f"{self.max_consecutive_failed_trials}); last: trial {trial_id}",
+                f"{self.progress.consecutive_failures} consecutive trials failed (max_consecutive_failed_trials="
+                f"{self.progress.max_consecutive_failed_trials}); last: trial {trial_id}",
             )
         elif self._search_done():
-            self._finish("completed", self._summary())
+            self._finish("completed", self.progress.summary())
         await self.store.commit()
         await self._notify()
         self._metadata(context)
@@ -368,7 +310,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         trial = self._find(request.trial_id)
         if trial is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown trial_id={request.trial_id!r}")
-        self._renew(trial.trial_id)
+        self.leases.renew(trial.trial_id)
         self._metadata(context)
         return _kt.pb.GetTrialResponse(trial=self._protos.to_proto(trial))
 
@@ -379,33 +321,19 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
 
     # ----- lifecycle -----------------------------------------------------
 
-    def _summary(self) -> str:
-        best = "none" if self.best is None else f"{self.best[1]:.4f} (trial {self.best[0]})"
-        return (
-            f"{self.counts['completed'] + self.counts['failed']} trials "
-            f"({self.counts['completed']} completed, {self.counts['failed']} failed), "
-            f"best {self.oracle.objective.name} {best}"
-        )
-
     async def _reap_leases(self) -> None:
         """Send trials whose workers went silent to the next free worker."""
-        period = min(1.0, self.lease_seconds / 4)
         while self.state == "running":
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            expired = [
-                (tuner, trial)
-                for tuner, trial in self.oracle.ongoing_trials.items()
-                if now - self._lease_seen.get(trial.trial_id, now) > self.lease_seconds
-            ]
+            await asyncio.sleep(self.leases.period)
+            expired = self.leases.expired(self.oracle.ongoing_trials.items())
             for tuner, trial in expired:
                 del self.oracle.ongoing_trials[tuner]
-                self._lease_seen.pop(trial.trial_id, None)
-                self.oracle._retry_queue.append(trial.trial_id)
+                self.leases.release(trial.trial_id)
+                _kt_state.requeue(self.oracle, trial.trial_id)
                 log.warning(
                     "trial %s: worker %s silent for %.0fs (lease_seconds=%g); the trial goes to the next free worker",
                     trial.trial_id, tuner, self.lease_seconds, self.lease_seconds,
-                )
+                )  # fmt: skip
             if expired:
                 await self.store.commit()
                 await self._notify()
@@ -413,7 +341,11 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                 self._background(self.store.commit(oracle=False))  # UpdateTrial's metrics, when nothing else wrote them
 
     async def start(self, host: str, port: int) -> grpc.aio.Server:
-        """Bind and start serving; `wait()` blocks until the search ends."""
+        """Bind `host:port` (port 0: any free one, then in `self.port`) and start serving.
+
+        Raises:
+            OSError: the port is taken or the address is not local.
+        """
         self._changed = asyncio.Condition()
         self._finished = asyncio.Event()
         # The chief has imported TensorFlow: a full garbage collection walks
@@ -436,10 +368,10 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         self.store.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_leases())
         self._server = server
-        if self._restored_failure is not None:
-            self._finish("failed", self._restored_failure)
+        if self.progress.restored_failure is not None:
+            self._finish("failed", self.progress.restored_failure)
         elif self._search_done() and self.oracle.trials:
-            self._finish("completed", self._summary())
+            self._finish("completed", self.progress.summary())
         return server
 
     async def wait(self, linger_seconds: float = 1.0) -> None:

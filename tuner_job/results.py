@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from tuner_job.layout import WARM_START_LABEL, RunPaths, atomic_write_json, atomic_write_text, read_json
+from tuner_job.layout import RunPaths, atomic_write_json, atomic_write_text
+from tuner_job.objective import Objective, finite
+from tuner_job.trials import best_step_metrics, error_line, read_attempts, read_trials, seeded_from
 
 __all__ = ["TrialRecord", "collect_trials", "rank", "write_results", "leaderboard_text"]
-
-_TERMINAL = ("COMPLETED", "FAILED", "INVALID")
 
 
 @dataclass
 class TrialRecord:
+    """One trial as the leaderboard shows it.
+
+    `metrics` are each metric's value at the trial's best step; `seconds` the
+    wall time of its attempts' training (summed over attempts); `worker` the
+    tuner id of its last attempt, or `warm-start:<run>` for a seeded trial;
+    `error` the one-line summary of its last failure.
+    """
+
     trial_id: str
     status: str
     worker: str | None
@@ -38,81 +43,37 @@ class TrialRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _best_metrics(trial: dict[str, Any]) -> dict[str, float]:
-    """Each metric's value at the trial's best step (its last value otherwise)."""
-    best_step = trial.get("best_step")
-    out: dict[str, float] = {}
-    for name, history in (trial.get("metrics") or {}).get("metrics", {}).items():
-        observations = history.get("observations") or []
-        if not observations:
-            continue
-        chosen = next((o for o in observations if o.get("step") == best_step), observations[-1])
-        value = chosen.get("value")
-        if isinstance(value, list):
-            value = sum(value) / len(value) if value else None
-        if value is not None:
-            out[name] = float(value)
-    return out
-
-
-def _read_attempts(paths: RunPaths) -> dict[str, list[dict[str, Any]]]:
-    """Attempt events per trial id, from every worker's JSON-lines file."""
-    events: dict[str, list[dict[str, Any]]] = {}
-    if not paths.attempts.is_dir():
-        return events
-    for file in sorted(paths.attempts.glob("*.jsonl")):
-        for line in file.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a worker killed mid-line leaves a torn last line
-            events.setdefault(str(event.get("trial")), []).append(event)
-    return events
-
-
-def _seeded_from(trial: dict[str, Any]) -> str | None:
-    """The "warm-start:<run>" label of a trial an earlier run seeded (the chief puts it in the message)."""
-    message = trial.get("message")
-    return message if isinstance(message, str) and message.startswith(WARM_START_LABEL) else None
-
-
 def collect_trials(paths: RunPaths) -> list[TrialRecord]:
-    """All trials of the run, in trial-id order."""
-    attempts = _read_attempts(paths)
+    """All trials of the run (`trials.read_trials`: journal and trial files), in trial order."""
+    attempts = read_attempts(paths)
     records = []
-    for trial_file in sorted(paths.tuner.glob("trial_*/trial.json")):
-        trial = read_json(trial_file)
-        if not trial or "trial_id" not in trial:
-            continue
-        trial_id = str(trial["trial_id"])
+    for trial_id, trial in read_trials(paths).trials.items():
         events = attempts.get(trial_id, [])
         ends = [e for e in events if e.get("event") == "end"]
         starts = [e for e in events if e.get("event") == "start"]
         last = ends[-1] if ends else (starts[-1] if starts else {})
-        error_file = paths.error_file(trial_id)
-        score = trial.get("score")
         records.append(
             TrialRecord(
                 trial_id=trial_id,
                 status=str(trial.get("status")),
-                worker=last.get("worker") or _seeded_from(trial),
+                worker=last.get("worker") or seeded_from(trial),
                 hyperparameters=dict((trial.get("hyperparameters") or {}).get("values") or {}),
-                metrics=_best_metrics(trial),
-                score=None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score),
+                metrics=best_step_metrics(trial),
+                score=finite(trial.get("score")),
                 best_step=trial.get("best_step"),
                 seconds=sum(float(e.get("seconds", 0.0)) for e in ends) or None,
                 epochs_trained=sum(1 for e in events if e.get("event") == "epoch"),
                 attempts=len(starts),
-                error=error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else None,
+                error=error_line(paths, trial_id),
             )
         )
     return records
 
 
-def rank(records: list[TrialRecord], direction: str = "min") -> list[TrialRecord]:
-    """Completed trials best first, then the rest in id order."""
+def rank(records: list[TrialRecord], objective: Objective) -> list[TrialRecord]:
+    """Completed trials best first (`Objective.sort_key`; ties in trial order), then the rest in trial order."""
     scored = [r for r in records if r.status == "COMPLETED" and r.score is not None]
-    scored.sort(key=lambda r: r.score if direction == "min" else -r.score)  # type: ignore[operator]
+    scored.sort(key=lambda r: objective.sort_key(r.score))  # type: ignore[arg-type]
     rest = [r for r in records if r not in scored]
     return scored + rest
 
@@ -139,13 +100,22 @@ def _csv(records: list[TrialRecord]) -> str:
     return buffer.getvalue()
 
 
-def write_results(paths: RunPaths, objective: str, direction: str, extra: dict[str, Any] | None = None) -> list[TrialRecord]:
-    """Write `results.json` and `leaderboard.csv`; return the ranked records."""
-    ranked = rank(collect_trials(paths), direction)
+def write_results(paths: RunPaths, objective: Objective, extra: dict[str, Any] | None = None) -> list[TrialRecord]:
+    """Write `results.json` and `leaderboard.csv` of a run, atomically; return the ranked records.
+
+    Args:
+        paths: the run.
+        objective: its objective: the ranking (`rank`) and the document's `objective`/`direction`.
+        extra: more top-level keys for `results.json` (the chief adds the search's state and message).
+
+    Returns:
+        Every trial, ranked: `results.json`'s `trials` in the same order.
+    """
+    ranked = rank(collect_trials(paths), objective)
     document = {
         "run": paths.run,
-        "objective": objective,
-        "direction": direction,
+        "objective": objective.name,
+        "direction": objective.direction,
         **(extra or {}),
         "trials": [asdict(r) for r in ranked],
     }

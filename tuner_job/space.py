@@ -23,25 +23,21 @@ def _narrow_one(name: str, base: Any, override: Any) -> Any:
     config = base.get_config()
     kind = type(base).__name__
     where = f"space.{name}"
+    model = _kt.describe_hp(base)  # its values as plain data: `contains` is the one "inside the space" rule
+    assert model is not None
     if isinstance(override, FixedOverride):
         value = override.value
+        if not model.contains(value):
+            if kind == "Boolean":
+                raise ConfigError(f"{where}: value must be true or false, but got {value!r}")
+            raise ConfigError(f"{where}: value {value!r} is outside the hypermodel's {_describe(base)}")
         if kind in ("Int", "Float"):
-            if not config["min_value"] - _EPS <= float(value) <= config["max_value"] + _EPS:
-                raise ConfigError(f"{where}: value {value!r} is outside the hypermodel's range [{config['min_value']}, {config['max_value']}]")
             value = int(value) if kind == "Int" else float(value)
-        elif kind == "Choice" and value not in config["values"]:
-            raise ConfigError(f"{where}: value {value!r} is not one of the hypermodel's choices {config['values']}")
-        elif kind == "Boolean" and not isinstance(value, bool):
-            raise ConfigError(f"{where}: value must be true or false, but got {value!r}")
         return _kt.hp_class("Fixed")(name, value, conditions=base.conditions)
     if isinstance(override, ChoiceOverride):
-        allowed = config.get("values") if kind == "Choice" else [True, False] if kind == "Boolean" else None
-        if kind in ("Int", "Float"):
-            bad = [v for v in override.values if not config["min_value"] - _EPS <= float(v) <= config["max_value"] + _EPS]
-        else:
-            if allowed is None:
-                raise ConfigError(f"{where}: a list of values does not apply to a {kind} hyperparameter")
-            bad = [v for v in override.values if v not in allowed]
+        if kind not in ("Int", "Float", "Choice", "Boolean"):
+            raise ConfigError(f"{where}: a list of values does not apply to a {kind} hyperparameter")
+        bad = [v for v in override.values if not model.contains(v)]
         if bad:
             raise ConfigError(f"{where}: values {bad} widen the hypermodel's space ({_describe(base)})")
         values = [int(v) if kind == "Int" else v for v in override.values]

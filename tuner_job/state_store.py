@@ -39,16 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tuner_job import _kt
+from tuner_job import _kt, _kt_state
 from tuner_job.layout import RunPaths
 from tuner_job.state_writer import Group, StateWriter, write_group
+from tuner_job.trials import JOURNAL_EVENT, JOURNAL_OWNER, read_trials
 
 __all__ = ["StateStore", "LoadedState", "JOURNAL_EVENT", "JOURNAL_OWNER"]
-
-#: Keys a journal line adds to a trial's state: "start" (handed out, with the
-#: owner) or "end" (finished). A line without them is an end (older runs).
-JOURNAL_EVENT = "journal_event"
-JOURNAL_OWNER = "journal_owner"
 
 log = logging.getLogger("tuner_job.chief")
 
@@ -68,6 +64,16 @@ class LoadedState:
 
 
 class StateStore:
+    """The chief's state on the shared volume (see the module's contract).
+
+    Args:
+        paths: the run whose `tuner/` folder and `status.json` it writes.
+        oracle_state: returns the oracle's state for `oracle.json` (called on the loop, per group).
+        server_state: returns the server's state for `status.json`.
+        server_key: returns what of the server state a restart reads; a change
+            writes `status.json` in the next group instead of on its schedule.
+    """
+
     def __init__(
         self,
         paths: RunPaths,
@@ -97,7 +103,7 @@ class StateStore:
 
     @property
     def oracle_file(self) -> Path:
-        return self.paths.tuner / "oracle.json"
+        return self.paths.oracle_json
 
     @property
     def server_file(self) -> Path:
@@ -106,7 +112,7 @@ class StateStore:
 
     @property
     def journal_file(self) -> Path:
-        return self.paths.tuner / "journal.jsonl"
+        return self.paths.journal
 
     def start(self) -> None:
         """Start the writer process (call on the running event loop)."""
@@ -121,6 +127,7 @@ class StateStore:
         return bool(self._dirty or self._journal)
 
     def mark_trial(self, trial: Any) -> None:
+        """A trial changed: its `trial.json` is rewritten with the next group."""
         self._dirty[trial.trial_id] = trial
         self._fresh.pop(trial.trial_id, None)
 
@@ -190,62 +197,24 @@ class StateStore:
         write_group(self._group(oracle=True, force_status=True), durable=True)
 
     def load(self) -> LoadedState:
-        """Read the trials, the journal and `oracle.json`, noting anything torn."""
-        state = LoadedState()
-        journal: dict[str, dict[str, Any]] = {}  # trial_id -> its last line
-        if self.journal_file.is_file():
-            data = self.journal_file.read_bytes()
-            if data and not data.endswith(b"\n"):
-                # A kill mid-append: cut the torn line off, or the next append
-                # would glue a whole line to it and lose that one too.
-                whole = data[: data.rfind(b"\n") + 1]
-                state.problems.append(f"{self.journal_file.name}'s last line was torn ({len(data) - len(whole)} bytes); cut off")
-                with open(self.journal_file, "r+b") as handle:
-                    handle.truncate(len(whole))
-                data = whole
-            for number, line in enumerate(data.decode(errors="replace").splitlines(), start=1):
-                try:
-                    entry = json.loads(line)
-                    trial_id = str(entry["trial_id"])
-                except (ValueError, KeyError, TypeError):
-                    state.problems.append(f"{self.journal_file.name} line {number} is torn; skipped")
-                    continue
-                journal[trial_id] = entry
-                if entry.get(JOURNAL_EVENT, "end") == "end":
-                    state.end_order.append(trial_id)
-        for trial_file in sorted(self.paths.tuner.glob("trial_*/trial.json")):
-            trial_id = trial_file.parent.name.removeprefix("trial_")
-            entry = journal.get(trial_id)
-            try:
-                trial = _kt.Trial.from_state(json.loads(trial_file.read_text()))
-            except (ValueError, KeyError, TypeError):
-                if entry is not None:
-                    state.problems.append(f"{trial_file} was torn; recovered from the journal")
-                else:
-                    state.problems.append(f"{trial_file} was torn and the trial had not finished; it runs again")
-                continue
-            if entry is not None and entry.get(JOURNAL_EVENT, "end") == "end" and trial.status not in ("COMPLETED", "FAILED"):
-                continue  # the checkpoint lags the end: the journal's line wins (and rewrites the file)
-            # Running: the checkpoint is as new as the journal's start line, or
-            # newer (metrics that came after it).
-            state.trials[trial.trial_id] = trial
-        for trial_id, entry in journal.items():
-            if trial_id not in state.trials:
-                if not (self.paths.trial_dir(trial_id) / "trial.json").exists():
-                    state.problems.append(f"trial {trial_id}'s trial.json was missing; recovered from the journal")
-                state.trials[trial_id] = _kt.Trial.from_state(entry)
-                self.mark_trial(state.trials[trial_id])
-            if entry.get(JOURNAL_EVENT) == "start" and entry.get(JOURNAL_OWNER):
-                state.owners[trial_id] = str(entry[JOURNAL_OWNER])
-        state.end_order = list(dict.fromkeys(state.end_order))
+        """Read the trials, the journal and `oracle.json`, noting anything torn.
+
+        Each trial comes from the newer of its journal line and its file
+        (`trials.read_trials`); a file found stale or missing is rewritten with
+        the next group. A torn last journal line is cut off. An `oracle.json`
+        that is torn, or names a trial no file or line holds, is dropped: the
+        oracle is then rebuilt from the trials (`_kt_state.resume`).
+        """
+        found = read_trials(self.paths, parse=_kt.Trial.from_state, repair=True)
+        state = LoadedState(trials=found.trials, end_order=found.journal.end_order, owners=found.journal.owners, problems=found.problems)
+        for trial_id in found.recovered:
+            self.mark_trial(found.trials[trial_id])
         if self.oracle_file.is_file():
             try:
                 state.oracle_state = json.loads(self.oracle_file.read_text())
-                oracle_state = state.oracle_state
-                referenced = set(oracle_state.get("start_order", [])) | set(oracle_state.get("ongoing_trials", {}).values())
-                missing = (referenced | set(oracle_state.get("retry_queue", []))) - set(state.trials)
+                missing = _kt_state.unknown_trials(state.oracle_state, state.trials)
                 if missing:
-                    state.problems.append(f"oracle.json names trials with no trial file ({sorted(missing)}); rebuilt from the trials")
+                    state.problems.append(f"oracle.json names trials with no trial file ({missing}); rebuilt from the trials")
                     state.oracle_state = None
             except ValueError:
                 state.problems.append(f"{self.oracle_file} was torn; rebuilt from {len(state.trials)} trial files")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 import threading
@@ -27,6 +26,7 @@ from typing import Any
 from tuner_job.config import SearchConfig
 from tuner_job.errors import SearchFailedError
 from tuner_job.layout import RunPaths, atomic_write_json, atomic_write_text, read_json
+from tuner_job.objective import resolve_objective
 from tuner_job.tensorboard_logs import write_trial_hparams
 
 __all__ = ["TrialRunner", "TrialOutcome", "public_values", "format_values"]
@@ -56,11 +56,18 @@ def _format_logs(logs: dict[str, Any]) -> str:
 
 @dataclass
 class TrialOutcome:
-    status: str  # COMPLETED, INVALID (retry) or FAILED
+    """What training one trial came to, for the chief.
+
+    `status` is COMPLETED, or INVALID (an error: the oracle retries it up to
+    `max_retries_per_trial`, then fails it); `metrics` the best epoch's logs
+    (averaged over executions); `best_step` that epoch (0-based, of the first
+    execution); `seconds` the wall time; `message` the traceback of an error.
+    """
+
+    status: str
     metrics: dict[str, float]
     best_step: int
     seconds: float
-    epochs_trained: int
     message: str | None = None
 
 
@@ -81,6 +88,23 @@ class _Heartbeat(threading.Thread):
 
 
 class TrialRunner:
+    """Trains the trials a worker is given (see the module doc for what it keeps on disk).
+
+    Args:
+        config: the search.
+        paths: the run the trials belong to (a staged search moves it on).
+        tuner_id: this worker's id (its attempts file, its log lines).
+        build_model: `build(hp) -> compiled keras.Model` (`load_hypermodel`).
+        train, val: the `tf.data.Dataset`s `fit` trains and validates on (`as_tf_datasets`).
+        client: the `OracleClient` (heartbeats, and the search's state).
+
+    The objective's direction (`objective.resolve_objective`, as the chief's)
+    decides the best epoch and the mode of `ModelCheckpoint` and `EarlyStopping`.
+
+    Raises:
+        ConfigError: the objective's direction cannot be told (set `objective_direction`).
+    """
+
     def __init__(self, config: SearchConfig, paths: RunPaths, tuner_id: str, build_model: Any, train: Any, val: Any, client: Any):
         self.config = config
         self.paths = paths
@@ -88,8 +112,7 @@ class TrialRunner:
         self.build_model = build_model
         self.train, self.val = train, val
         self.client = client
-        self.objective = config.objective
-        self.direction = config.objective_direction or ("max" if "acc" in config.objective or "auc" in config.objective else "min")
+        self.objective = resolve_objective(config.objective, config.objective_direction)
 
     def _event(self, **event: Any) -> None:
         event = {"worker": self.tuner_id, "time": time.time(), **event}
@@ -130,13 +153,12 @@ class TrialRunner:
             Reporter(),
         ]
         if execution == 0:
-            best_so_far = [v[self.objective] for v in history.values() if self.objective in v]
-            initial = (min if self.direction == "min" else max)(best_so_far) if best_so_far else None
+            initial = self.objective.best(logs.get(self.objective.name) for logs in history.values())  # a resumed trial's best epoch so far
             callbacks.append(
                 keras.callbacks.ModelCheckpoint(
                     str(self.paths.checkpoint(trial_id)),
-                    monitor=self.objective,
-                    mode=self.direction,
+                    monitor=self.objective.name,
+                    mode=self.objective.direction,
                     save_best_only=True,
                     save_weights_only=True,
                     initial_value_threshold=initial,
@@ -145,7 +167,9 @@ class TrialRunner:
             )
         if self.config.early_stopping_patience:
             callbacks.append(
-                keras.callbacks.EarlyStopping(monitor=self.objective, mode=self.direction, patience=self.config.early_stopping_patience)
+                keras.callbacks.EarlyStopping(
+                    monitor=self.objective.name, mode=self.objective.direction, patience=self.config.early_stopping_patience
+                )
             )
         return callbacks
 
@@ -168,16 +192,20 @@ class TrialRunner:
         return history
 
     def train_model(self, model: Any, epochs: int, initial_epoch: int, callbacks: list[Any]) -> None:
+        """`model.fit` on the worker's datasets (a seam the benchmark times)."""
         model.fit(self.train, validation_data=self.val, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
 
-    def _best(self, history: dict[str, dict[str, float]]) -> tuple[int, dict[str, float]]:
-        scored = [(int(e), logs) for e, logs in history.items() if self.objective in logs and not math.isnan(logs[self.objective])]
-        if not scored:
-            raise ValueError(f"objective {self.objective!r} was not among the metrics {sorted(next(iter(history.values()), {}))}")
-        pick = min if self.direction == "min" else max
-        return pick(scored, key=lambda item: item[1][self.objective])
-
     def run(self, trial: Any) -> TrialOutcome:
+        """Train `trial` (each execution, resuming from its backup) and pick each execution's best epoch.
+
+        Returns:
+            COMPLETED with the best epoch's metrics, or INVALID when training
+            raised: its traceback goes to `errors/trial_<id>.txt` and the
+            outcome's message, its summary to the log.
+
+        Raises:
+            SearchFailedError: the chief said the search failed; stop at once.
+        """
         trial_id = trial.trial_id
         started = time.monotonic()
         values = trial.hyperparameters.values
@@ -189,9 +217,9 @@ class TrialRunner:
         try:
             bests = []
             for execution in range(self.config.executions_per_trial):
-                bests.append(self._best(self._fit_once(trial, execution)))
+                bests.append(self.objective.best_epoch(self._fit_once(trial, execution)))
             metrics = {name: sum(b[1][name] for b in bests if name in b[1]) / len(bests) for name in bests[0][1]}
-            outcome = TrialOutcome("COMPLETED", metrics, bests[0][0], time.monotonic() - started, 0)
+            outcome = TrialOutcome("COMPLETED", metrics, bests[0][0], time.monotonic() - started)
         except SearchFailedError:
             raise
         except Exception as exc:
@@ -201,7 +229,7 @@ class TrialRunner:
             summary = error_summary(exc)
             atomic_write_text(self.paths.error_file(trial_id), f"trial {trial_id} on {self.tuner_id}\n{text}\n{summary}\n")
             log.error("trial %s failed: %s (traceback in %s)", trial_id, summary, self.paths.error_file(trial_id))
-            outcome = TrialOutcome("INVALID", {}, 0, time.monotonic() - started, 0, message=text)
+            outcome = TrialOutcome("INVALID", {}, 0, time.monotonic() - started, message=text)
         finally:
             heartbeat.stopped.set()
         return outcome
@@ -216,8 +244,8 @@ class TrialRunner:
         self.client.end_trial(trial)
         if outcome.status == "COMPLETED":
             shutil.rmtree(self.paths.backup(trial_id), ignore_errors=True)
-        self._event(trial=trial_id, event="end", status=outcome.status, seconds=outcome.seconds, score=outcome.metrics.get(self.objective))
-        score = outcome.metrics.get(self.objective)
+        score = outcome.metrics.get(self.objective.name)
+        self._event(trial=trial_id, event="end", status=outcome.status, seconds=outcome.seconds, score=score)
         log.info(
-            "trial %s end: %s %s=%s (%.1fs)", trial_id, outcome.status, self.objective, "-" if score is None else f"{score:.4f}", outcome.seconds
+            "trial %s end: %s %s=%s (%.1fs)", trial_id, outcome.status, self.objective.name, "-" if score is None else f"{score:.4f}", outcome.seconds
         )

@@ -11,6 +11,7 @@ from tuner_job.config import SearchConfig
 from tuner_job.devices import configure_threads, require_gpus
 from tuner_job.env import Role
 from tuner_job.layout import RunPaths
+from tuner_job.objective import resolve_objective
 from tuner_job.oracle_client import OracleClient, SearchEnded
 from tuner_job.trial_runner import TrialRunner
 
@@ -20,8 +21,26 @@ log = logging.getLogger("tuner_job.worker")
 
 
 def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
+    """Run one worker: wait for the chief, then train the trials it hands out until the search ends.
+
+    Args:
+        config: the search (the same file the chief reads).
+        paths: the run (a staged search's first stage; the chief moves the worker on).
+        role: this worker's tuner id and the chief's address.
+
+    Returns:
+        0 when the search completed.
+
+    Raises:
+        ConfigError: the objective's direction cannot be told (exit 2), before the chief is asked.
+        DataError, HypermodelError: bad input (exit 2).
+        SearchFailedError: the chief says the search failed (exit 1).
+        ChiefUnreachableError: no chief answered for `chief_wait_seconds` (exit 3).
+    """
     from tuner_job.data import as_tf_datasets, load_image_folder
     from tuner_job.hypermodels import load_hypermodel
+
+    resolve_objective(config.objective, config.objective_direction)  # as the chief does: fail before waiting for it
 
     # tf.data is shuffled already; Keras warns that its own shuffle is ignored.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")

@@ -1,0 +1,138 @@
+"""A search's progress: trials ended, the best so far, and the verdict (running, completed, failed).
+
+One object keeps the score for the chief: the oracle server counts each trial
+it ends, the warm start offers its seeded trials, `status.json` is written
+from it and a restarted chief reads the verdict back into it. Pure Python; not
+thread-safe (the chief uses it from its event loop).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner_job.objective import Objective
+
+__all__ = ["Scoreboard", "SearchProgress"]
+
+
+@dataclass
+class Scoreboard:
+    """Trials ended (completed, failed) under an objective, and the best so far.
+
+    Seeded trials compete for best (`offer`) without counting as ended here.
+    """
+
+    objective: Objective
+    completed: int = 0
+    failed: int = 0
+    best: tuple[str, float] | None = field(default=None)  # (trial_id, score)
+
+    @property
+    def done(self) -> int:
+        """Trials ended here, completed or failed."""
+        return self.completed + self.failed
+
+    def offer(self, trial_id: str, score: Any) -> bool:
+        """Make `trial_id` the best when `score` beats the best so far (`Objective.better`); return whether it did."""
+        if self.objective.better(score, None if self.best is None else self.best[1]):
+            self.best = (trial_id, float(score))
+            return True
+        return False
+
+    def count(self, trial_id: str, completed: bool, score: Any = None) -> bool:
+        """Count an ended trial; a completed one competes for best. Returns whether it became the best."""
+        if not completed:
+            self.failed += 1
+            return False
+        self.completed += 1
+        return self.offer(trial_id, score)
+
+    def best_text(self) -> str:
+        """`0.1234 (trial 7)`, or `-` before any completed trial."""
+        return "-" if self.best is None else f"{self.best[1]:.4f} (trial {self.best[0]})"
+
+
+@dataclass
+class SearchProgress:
+    """The scoreboard plus the search's verdict and what a restart must read back.
+
+    Args:
+        objective: the search's objective.
+        max_consecutive_failed_trials: failures in a row that end the search "failed".
+    """
+
+    objective: Objective
+    max_consecutive_failed_trials: int
+    state: str = "running"  # running | completed | failed
+    message: str = ""
+    consecutive_failures: int = 0
+    exhausted: bool = False  # the oracle said STOPPED at least once
+    finished_at: float | None = None  # wall-clock time the verdict came (the benchmark reads it)
+    restored_failure: str | None = None  # a failed verdict a restart found, to repeat at start
+    scoreboard: Scoreboard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scoreboard = Scoreboard(self.objective)
+
+    def record_end(self, trial_id: str, completed: bool, score: Any, restored: bool = False) -> bool:
+        """Count an ended trial (`restored`: one a restart found ended: the failure streak is read back, not recounted).
+
+        Returns whether it became the best so far.
+        """
+        if not restored:
+            self.consecutive_failures = 0 if completed else self.consecutive_failures + 1
+        return self.scoreboard.count(trial_id, completed, score)
+
+    @property
+    def failed_too_often(self) -> bool:
+        return self.consecutive_failures >= self.max_consecutive_failed_trials
+
+    def finish(self, state: str, message: str) -> bool:
+        """Give the verdict once; return whether this call gave it."""
+        if self.state != "running":
+            return False
+        self.state, self.message, self.finished_at = state, message, time.time()
+        return True
+
+    def summary(self) -> str:
+        """`5 trials (4 completed, 1 failed), best val_loss 0.1234 (trial 3)`."""
+        board = self.scoreboard
+        best = "none" if board.best is None else board.best_text()
+        return f"{board.done} trials ({board.completed} completed, {board.failed} failed), best {self.objective.name} {best}"
+
+    def restore(self, status: dict[str, Any]) -> str | None:
+        """Read back what a previous chief's `status.json` holds; return a note when the search had failed.
+
+        A restart does not undo a failed search (Kubernetes restarts a chief
+        that exited 1): it fails again at start, unless the limit was raised.
+        """
+        self.consecutive_failures = int(status.get("consecutive_failures", 0))
+        self.exhausted = bool(status.get("exhausted", False))
+        if status.get("state") == "failed" and self.failed_too_often:
+            self.restored_failure = str(status.get("message") or "the search had failed")
+            return f"this run had failed ({self.restored_failure}); raise max_consecutive_failed_trials to resume it, or start it --fresh"
+        return None
+
+    def key(self) -> tuple[Any, ...]:
+        """What of `status()` a restart reads: `status.json` is written at once when it changes."""
+        return (self.state, self.message, self.consecutive_failures, self.exhausted)
+
+    def status(self, **oracle_view: Any) -> dict[str, Any]:
+        """`status.json`: the verdict, the counts, the best so far, plus `oracle_view` (budget, running, queued...)."""
+        board = self.scoreboard
+        return {
+            "state": self.state,
+            "message": self.message,
+            "objective": self.objective.name,
+            "direction": self.objective.direction,
+            **oracle_view,
+            "trials_done": board.done,
+            "completed": board.completed,
+            "failed": board.failed,
+            "best": None if board.best is None else {"trial_id": board.best[0], "score": board.best[1]},
+            "consecutive_failures": self.consecutive_failures,
+            "exhausted": self.exhausted,
+            "updated": time.time(),
+        }
