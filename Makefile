@@ -9,7 +9,6 @@ BIN := $(VENV)/bin
 # TensorFlow flavour: cpu here and in CI, gpu in the image for GPU nodes.
 TF_FLAVOUR ?= cpu
 TOOLS ?= .tools
-HELM_VERSION ?= v30
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 
 # Demo knobs.
@@ -60,13 +59,17 @@ test: install tools ## Run the whole test suite (unit, integration, chart).
 	$(BIN)/pytest -q
 
 .PHONY: lint
-lint: install tools ## Static checks: compile, chart lint and schema drift, yamllint, shellcheck, hadolint.
-	$(BIN)/python -m compileall -q tuner_job cluster bench tests
+lint: install tools ## Static checks: ruff, chart lint and schema drift, yamllint, shellcheck, hadolint.
+	$(BIN)/ruff check .
 	$(BIN)/python scripts/gen-values-schema.py --check
 	helm lint --strict helm/keras-tuner-cluster --values helm/keras-tuner-cluster/ci/default-values.yaml
 	$(BIN)/yamllint -d relaxed helm/keras-tuner-cluster/values.yaml helm/keras-tuner-cluster/ci cluster/kind
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 	$(BIN)/hadolint images/tuner/Dockerfile images/tensorboard/Dockerfile
+
+.PHONY: fmt
+fmt: install ## Fix what ruff can fix by itself (import order, modern syntax); `make lint` checks.
+	$(BIN)/ruff check --fix .
 
 .PHONY: bench
 bench: install ## Run the benchmarks: prints a table, writes bench/results.json.

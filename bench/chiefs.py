@@ -57,7 +57,11 @@ def run_stock(directory: Path, port: int, max_trials: int, seed: int) -> dict:
     os.environ[ENV_ORACLE_IP] = "127.0.0.1"
     os.environ[ENV_ORACLE_PORT] = str(port)
     _kt.serve_stock_chief(oracle, str(directory), "stock")  # returns when it sees every tuner told STOPPED
-    return {"trials": len(oracle.trials), "completed": sum(t.status == "COMPLETED" for t in oracle.trials.values()), "serving_stopped_at": time.time()}
+    return {
+        "trials": len(oracle.trials),
+        "completed": sum(t.status == "COMPLETED" for t in oracle.trials.values()),
+        "serving_stopped_at": time.time(),
+    }
 
 
 async def _serve_ours(directory: Path, port: int, max_trials: int, seed: int) -> dict:

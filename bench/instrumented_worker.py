@@ -28,7 +28,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 T0 = float(os.environ.get("BENCH_T0") or time.time())
 EVENTS: list[tuple[str, float, float]] = []

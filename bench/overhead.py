@@ -27,9 +27,8 @@ from typing import Any
 
 import yaml
 
-from tuner_job.contract import CHIEF_ID, process_env, worker_id
-
 from bench.common import REPO, child_env, free_port, python
+from tuner_job.contract import CHIEF_ID, process_env, worker_id
 
 
 def _union(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
@@ -82,7 +81,15 @@ def analyse_worker(timings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_demo(workers: int = 2, trials: int = 6, epochs: int = 4, per_class: int = 60, size: tuple[int, int] = (120, 40), timeout: float = 400, workdir: Path | None = None) -> dict[str, Any]:
+def run_demo(
+    workers: int = 2,
+    trials: int = 6,
+    epochs: int = 4,
+    per_class: int = 60,
+    size: tuple[int, int] = (120, 40),
+    timeout: float = 400,
+    workdir: Path | None = None,
+) -> dict[str, Any]:
     from cluster.synth import synthesize
 
     own_tmp = workdir is None
@@ -143,7 +150,15 @@ def run_demo(workers: int = 2, trials: int = 6, epochs: int = 4, per_class: int 
                 parts[k] = parts.get(k, 0.0) + v
         logs = {name: (root / f"{name}.log").read_text(errors="replace")[-1500:] for name in procs if codes[name] != 0 or timed_out}
         return {
-            "config": {"workers": workers, "trials": trials, "epochs": epochs, "per_class": per_class, "image_size": list(size), "config": config, "timeout": timeout},
+            "config": {
+                "workers": workers,
+                "trials": trials,
+                "epochs": epochs,
+                "per_class": per_class,
+                "image_size": list(size),
+                "config": config,
+                "timeout": timeout,
+            },
             "timed_out": timed_out,
             "exit_codes": codes,
             "trials_completed": statuses.count("COMPLETED"),

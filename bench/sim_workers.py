@@ -107,7 +107,9 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run(address: str, workers: int, train_seconds: float, timeout: float, chief_pid: int | None, sample_every: int, ready_timeout: float) -> dict[str, Any]:
+async def run(
+    address: str, workers: int, train_seconds: float, timeout: float, chief_pid: int | None, sample_every: int, ready_timeout: float
+) -> dict[str, Any]:
     rec = Recorder(workers, chief_pid, sample_every)
     channels = [grpc.aio.insecure_channel(address) for _ in range(workers)]
     stubs = [wire.service_pb2_grpc.OracleStub(channel) for channel in channels]

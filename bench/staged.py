@@ -118,7 +118,8 @@ def table(report: dict[str, Any]) -> str:
     for r in report["seeds"]:
         lines.append(
             f"{r['seed']:>4}  {show(r['staged_best_val_loss']):>11}  {'(' + show(r['stage1_best']) + ', ' + show(r['stage2_best']) + ')':>17}  "
-            f"{show(r['single_best_val_loss']):>11}  {show(r['staged_no_worse']):>16}  {str(r['staged_seconds']) + ' / ' + str(r['single_seconds']):>18}"
+            f"{show(r['single_best_val_loss']):>11}  {show(r['staged_no_worse']):>16}  "
+            f"{str(r['staged_seconds']) + ' / ' + str(r['single_seconds']):>18}"
         )
     lines.append(f"two-stage no worse in {report['staged_no_worse_in']} (budget {report['budget']})")
     return "\n".join(lines)

@@ -19,10 +19,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -35,7 +34,10 @@ from tuner_job.layout import RunPaths, read_json
 __all__ = ["LocalSearch", "free_port"]
 
 # Lines TensorFlow prints at every start that tell a user nothing.
-_NOISE = re.compile(r"^(WARNING: All log messages before absl|I0000 |E0000 |W0000 |To enable the following instructions|.*oneDNN custom operations|.*cuda_(dnn|blas|fft)|.*computation placer|.*Unable to register cu|.*rebuild TensorFlow with)")
+_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl|I0000 |E0000 |W0000 |To enable the following instructions|.*oneDNN custom operations"
+    r"|.*cuda_(dnn|blas|fft)|.*computation placer|.*Unable to register cu|.*rebuild TensorFlow with)"
+)
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
 
 
@@ -223,7 +225,9 @@ class LocalSearch:
             workers = [c for n, c in self.children.items() if n.startswith("tuner")]
             if all(c.exit_code is not None for c in workers):
                 return chief.exit_code
-        if chief.exit_code is None and all(c.exit_code is not None and not self._should_restart(c, c.exit_code) for n, c in self.children.items() if n.startswith("tuner")):
+        if chief.exit_code is None and all(
+            c.exit_code is not None and not self._should_restart(c, c.exit_code) for n, c in self.children.items() if n.startswith("tuner")
+        ):
             # Every worker is gone for good: the chief would wait forever.
             if any(c.exit_code not in (EXIT_OK,) for n, c in self.children.items() if n.startswith("tuner")):
                 self._print(chief, "every worker has stopped; stopping the chief")
@@ -289,11 +293,15 @@ def summarize(paths: RunPaths, console: Console, tensorboard_port: int | None) -
     console.print(f"TensorBoard logs: {paths.logs}" + (f"  (view: tensorboard --logdir {paths.runs_dir})" if tensorboard_port else ""))
 
 
-def local_command_impl(config: SearchConfig, shared_dir: Path, workers: int, fresh: bool, tensorboard_port: int | None, max_restarts: int, port: int | None) -> int:
+def local_command_impl(
+    config: SearchConfig, shared_dir: Path, workers: int, fresh: bool, tensorboard_port: int | None, max_restarts: int, port: int | None
+) -> int:
     check_inputs(config, shared_dir)
     search = LocalSearch(config, shared_dir, workers, fresh=fresh, port=port, tensorboard_port=tensorboard_port, max_restarts=max_restarts)
     console = search.console
-    console.print(f"search [bold]{config.run}[/bold]: {config.tuner}, {config.max_trials} trials, {workers} workers, oracle on 127.0.0.1:{search.port}")
+    console.print(
+        f"search [bold]{config.run}[/bold]: {config.tuner}, {config.max_trials} trials, {workers} workers, oracle on 127.0.0.1:{search.port}"
+    )
     code = search.run()
     if code in (EXIT_OK, EXIT_SEARCH_FAILED):
         for paths in search.runs:
@@ -303,17 +311,17 @@ def local_command_impl(config: SearchConfig, shared_dir: Path, workers: int, fre
 
 
 def local(
-    config: Annotated[Optional[Path], typer.Option(help="search.yaml; default: ./search.yaml if present, else the built-in defaults.")] = None,
+    config: Annotated[Path | None, typer.Option(help="search.yaml; default: ./search.yaml if present, else the built-in defaults.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Number of worker processes.")] = 2,
     shared_dir: Annotated[Path, typer.Option(help="The shared folder: data/ and runs/.", envvar=ENV_SHARED_DIR)] = Path("shared"),
-    run: Annotated[Optional[str], typer.Option(help="Override the run name.")] = None,
-    max_trials: Annotated[Optional[int], typer.Option(help="Override max_trials.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Override epochs.")] = None,
-    tuner: Annotated[Optional[str], typer.Option(help="Override the tuner: random, hyperband, bayesian, grid.")] = None,
+    run: Annotated[str | None, typer.Option(help="Override the run name.")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Override max_trials.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override epochs.")] = None,
+    tuner: Annotated[str | None, typer.Option(help="Override the tuner: random, hyperband, bayesian, grid.")] = None,
     fresh: Annotated[bool, typer.Option(help="Delete this run's folder first (otherwise an existing run resumes).")] = False,
     tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port; 0 starts none.")] = TENSORBOARD_PORT,
     max_restarts: Annotated[int, typer.Option(min=0, help="Restarts per process before giving up, like a Job's backoffLimit.")] = 3,
-    port: Annotated[Optional[int], typer.Option(help="The oracle's port (default: a free one).")] = None,
+    port: Annotated[int | None, typer.Option(help="The oracle's port (default: a free one).")] = None,
 ) -> None:
     """Run a search on this machine: the chief, N workers and TensorBoard as processes."""
     from tuner_job.config import load_config, parse_config

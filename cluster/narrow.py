@@ -8,7 +8,7 @@ before/after table.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -76,14 +76,14 @@ def narrow_command(
     shared_dir: Annotated[
         Path, typer.Option("--shared-dir", envvar=ENV_SHARED_DIR, help="The shared volume (holds runs/).")
     ] = Path("shared"),
-    top: Annotated[Optional[int], typer.Option("--top", help="Narrow around the K best trials (default 5).")] = None,
+    top: Annotated[int | None, typer.Option("--top", help="Narrow around the K best trials (default 5).")] = None,
     quantile: Annotated[
-        Optional[float], typer.Option("--quantile", help="Narrow around the best fraction of trials, e.g. 0.2.")
+        float | None, typer.Option("--quantile", help="Narrow around the best fraction of trials, e.g. 0.2.")
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Where to write the new search.yaml.")] = Path("search-narrowed.yaml"),
-    new_run: Annotated[Optional[str], typer.Option("--new-run", help="Name of the next run (default <run>-narrow).")] = None,
+    new_run: Annotated[str | None, typer.Option("--new-run", help="Name of the next run (default <run>-narrow).")] = None,
     tuner: Annotated[str, typer.Option("--tuner", help=f"Tuner of the next stage: {' | '.join(TUNERS)}.")] = "bayesian",
-    max_trials: Annotated[Optional[int], typer.Option("--max-trials", help="Trials of the next stage (default: as before).")] = None,
+    max_trials: Annotated[int | None, typer.Option("--max-trials", help="Trials of the next stage (default: as before).")] = None,
 ) -> None:
     """Shrink a run's search space around its best trials and write the next stage's search.yaml."""
     from rich.console import Console

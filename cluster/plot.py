@@ -220,7 +220,7 @@ def _hyperparameter_panel(axes, name, hp, runs, spaces, points, best, colour) ->
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.margins(x=0.08)  # room for the best trial's label at either end
         first = spaces[0].get(name)
-        for paths, space in zip(runs[1:], spaces[1:]):  # shade the range a later stage narrowed to
+        for paths, space in zip(runs[1:], spaces[1:], strict=True):  # shade the range a later stage narrowed to
             own = space.get(name)
             if own is not None and own.is_range and (first is None or (own.min, own.max) != (first.min, first.max)):
                 axes.axvspan(own.min, own.max, color=colour[paths.run], alpha=0.1, linewidth=0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,9 +15,9 @@ __all__ = ["results"]
 
 def results(
     shared_dir: Annotated[Path, typer.Option(help="The shared volume (local folder).", envvar=ENV_SHARED_DIR)] = Path("shared"),
-    run: Annotated[Optional[list[str]], typer.Option(help="Run name; repeat for two stages side by side in --plot. Default: the latest run.")] = None,
+    run: Annotated[list[str] | None, typer.Option(help="Run name; repeat for two stages side by side in --plot. Default: the latest run.")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many trials to show.")] = 10,
-    plot: Annotated[Optional[Path], typer.Option(help="Also draw the objective per trial and per hyperparameter to this PNG.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also draw the objective per trial and per hyperparameter to this PNG.")] = None,
 ) -> None:
     """Print the leaderboard of a finished or running search."""
     from cluster.runs import find_run, print_leaderboard

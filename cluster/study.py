@@ -13,7 +13,7 @@ TensorBoard (`--logdir <shared>/runs`) shows them side by side.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -109,19 +109,21 @@ def _print_summary(run: str, done: list[RunPaths], console: Console) -> None:
 
 
 def study_command(
-    config: Annotated[Optional[Path], typer.Option(help="search.yaml of the study; default: ./search.yaml if present, else the built-in defaults.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="search.yaml of the study; default: ./search.yaml if present, else the built-in defaults.")
+    ] = None,
     stages: Annotated[str, typer.Option(help="tuner:trials per stage, in order.")] = "random:60,bayesian:40",
     workers: Annotated[int, typer.Option(min=1, help="Number of worker processes.")] = 2,
     shared_dir: Annotated[Path, typer.Option(help="The shared folder: data/ and runs/.", envvar=ENV_SHARED_DIR)] = Path("shared"),
-    run: Annotated[Optional[str], typer.Option(help="Name of the study: stages are runs <run>-s1, <run>-s2, ...")] = None,
-    top: Annotated[Optional[int], typer.Option(min=1, help="Narrow each stage's space around its K best trials (default 5).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override epochs.")] = None,
+    run: Annotated[str | None, typer.Option(help="Name of the study: stages are runs <run>-s1, <run>-s2, ...")] = None,
+    top: Annotated[int | None, typer.Option(min=1, help="Narrow each stage's space around its K best trials (default 5).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override epochs.")] = None,
     tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port while the study runs; 0 starts none.")] = TENSORBOARD_PORT,
     fresh: Annotated[bool, typer.Option(help="Delete the stages' run folders first (otherwise existing stages resume).")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="Draw every stage's trials to this PNG at the end.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Draw every stage's trials to this PNG at the end.")] = None,
     max_restarts: Annotated[int, typer.Option(min=0, help="Restarts per process before giving up.")] = 3,
     write_config: Annotated[
-        Optional[Path], typer.Option(help="Only write the staged search.yaml here (for `tunectl local` or the chart's search:), do not run it.")
+        Path | None, typer.Option(help="Only write the staged search.yaml here (for `tunectl local` or the chart's search:), do not run it.")
     ] = None,
 ) -> None:
     """Staged search: a wide first stage, then narrowed, warm-started stages (random -> Bayesian by default)."""

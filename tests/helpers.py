@@ -8,7 +8,6 @@ file, and kills whatever is still running at the end of the test.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -76,7 +75,9 @@ class Search:
         log = self.workdir / f"{tuner_id}.{len(logs)}.log"
         logs.append(log)
         handle = open(log, "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "tuner_job", *args], env=self.env(tuner_id, **env), stdout=handle, stderr=subprocess.STDOUT, cwd=self.workdir)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tuner_job", *args], env=self.env(tuner_id, **env), stdout=handle, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
         handle.close()
         self.procs[tuner_id] = proc
         return proc

@@ -30,7 +30,10 @@ CASES = {
     # data_wait_seconds=0: on a cluster the chief waits for data pushed after it (tests/test_chief_startup.py).
     "missing data folder": (lambda shared, tmp: {"data": "data/nowhere", "data_wait_seconds": 0}, "data folder not found: "),
     "empty class folder": (lambda shared, tmp: [p.unlink() for p in (shared / "data/toonvision/lawbot").iterdir()] and {}, "lawbot holds no images"),
-    "corrupt image": (lambda shared, tmp: (shared / "data/toonvision/cashbot/cashbot_0002.png").write_bytes(b"garbage") and {}, "cannot decode image "),
+    "corrupt image": (
+        lambda shared, tmp: (shared / "data/toonvision/cashbot/cashbot_0002.png").write_bytes(b"garbage") and {},
+        "cannot decode image ",
+    ),
     "unknown tuner": (lambda shared, tmp: {"tuner": "grad"}, "tuner: Input should be 'random', 'hyperband', 'bayesian' or 'grid'"),
     "unknown key": (lambda shared, tmp: {"max_trails": 3}, "unknown key 'max_trails'"),
     "wrong type": (lambda shared, tmp: {"epochs": "many"}, "epochs: Input should be a valid integer"),
@@ -46,10 +49,16 @@ def test_chief_rejects_bad_input(case: str, shared: Path, tmp_path: Path) -> Non
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump(small_config(**overrides)))
     before = _snapshot(shared)
-    env = dict(os.environ, KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()), TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(
+        os.environ, KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()), TF_CPP_MIN_LOG_LEVEL="3"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "tuner_job", "--config", str(config), "--shared-dir", str(shared)],
-        env=env, capture_output=True, text=True, timeout=120, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]

@@ -13,7 +13,7 @@ from tuner_job.data import list_image_folder, load_image_folder
 from tuner_job.errors import DataError
 
 
-def _load(folder: str, queue: "multiprocessing.Queue[object]") -> None:
+def _load(folder: str, queue: multiprocessing.Queue[object]) -> None:
     data = load_image_folder(Path(folder), (24, 16), 0.25, 3)
     queue.put((data.x_train.shape, float(np.asarray(data.x_train).sum())))
 

@@ -412,7 +412,8 @@ def test_tunectl_local_restarts_a_killed_worker_under_the_same_id(shared, tmp_pa
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump(small_config(hypermodel=slow_model, epochs=3, max_trials=3)))
     env = dict(os.environ, FAULT_SLEEP="0.5", TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", COLUMNS="250")
-    argv = [sys.executable, "-m", "cluster", "local", "--config", str(config), "--workers", "2", "--shared-dir", str(shared), "--tensorboard-port", "0"]
+    argv = [sys.executable, "-m", "cluster", "local", "--config", str(config), "--workers", "2", "--shared-dir", str(shared)]
+    argv += ["--tensorboard-port", "0"]
     supervisor = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(supervisor.stdout.readline, "")), daemon=True)

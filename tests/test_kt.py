@@ -50,7 +50,7 @@ def test_cheap_space_copy_equals_the_stock_copy(which: str) -> None:
     stock = _kt.HyperParameters.copy(oracle.hyperparameters)
     assert type(cheap) is _kt.HyperParameters
     assert cheap.get_config() == stock.get_config()
-    assert [hp is orig for hp, orig in zip(cheap.space, oracle.hyperparameters.space)] == [False] * len(cheap.space)
+    assert [hp is orig for hp, orig in zip(cheap.space, oracle.hyperparameters.space, strict=True)] == [False] * len(cheap.space)
     cheap.values["__probe"] = 1
     assert "__probe" not in oracle.hyperparameters.values, "the copy shares its values with the space"
 

@@ -31,7 +31,9 @@ class Running:
         space.Int("units", 1, 64)
         space.Choice("act", ["relu", "tanh"])
         oracle = _kt.make_oracle("random", objective="val_loss", max_trials=max_trials, epochs=1, seed=1, hyperparameters=space)
-        self.server = OracleServer(oracle, RunPaths(tmp, "r"), lease_seconds=lease_seconds, max_consecutive_failed_trials=failures, idle_wait_seconds=1.0)
+        self.server = OracleServer(
+            oracle, RunPaths(tmp, "r"), lease_seconds=lease_seconds, max_consecutive_failed_trials=failures, idle_wait_seconds=1.0
+        )
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         started = threading.Event()

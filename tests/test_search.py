@@ -96,7 +96,8 @@ def test_user_hypermodel_by_path_runs(search, tmp_path: Path) -> None:
         "        keras.Input(input_shape), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),\n"
         "        keras.layers.Dense(hp.Choice('units', [4, 8]), activation='relu'),\n"
         "        keras.layers.Dense(num_classes, activation='softmax')])\n"
-        "    model.compile(keras.optimizers.Adam(hp.Float('lr', 1e-4, 1e-2, sampling='log')), 'sparse_categorical_crossentropy', metrics=['accuracy'])\n"
+        "    model.compile(keras.optimizers.Adam(hp.Float('lr', 1e-4, 1e-2, sampling='log')),\n"
+        "                  'sparse_categorical_crossentropy', metrics=['accuracy'])\n"
         "    return model\n"
     )
     s = search(hypermodel=f"{file}:build", max_trials=3)
@@ -154,7 +155,8 @@ def test_started_tensorboard_serves_the_hparams_plugin(search) -> None:
     port = free_port()
     tb = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(s.shared / "runs"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
@@ -171,7 +173,15 @@ def test_started_tensorboard_serves_the_hparams_plugin(search) -> None:
         assert json.loads(body)["hparams"]["enabled"], body
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups",
-            data=json.dumps({"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"], "colParams": [], "startIndex": 0, "sliceSize": 100}).encode(),
+            data=json.dumps(
+                {
+                    "experimentName": "",
+                    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+                    "colParams": [],
+                    "startIndex": 0,
+                    "sliceSize": 100,
+                }
+            ).encode(),
             headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -193,8 +203,7 @@ def test_executions_per_trial_and_early_stopping(search) -> None:
         assert executions == {0, 1}, executions
         # Both executions' best val_loss, averaged, is the trial's score.
         per_execution = [
-            min(e["logs"]["val_loss"] for e in events if e["event"] == "epoch" and e["trial"] == trial_id and e["execution"] == x)
-            for x in (0, 1)
+            min(e["logs"]["val_loss"] for e in events if e["event"] == "epoch" and e["trial"] == trial_id and e["execution"] == x) for x in (0, 1)
         ]
         assert trial["score"] == pytest.approx(sum(per_execution) / 2, rel=1e-5)
     assert (s.run_dir / "logs" / f"trial_{trial_id}" / "execution_1").is_dir()

@@ -21,7 +21,9 @@ def test_warm_start_seeds_the_trials_inside_the_new_space(search) -> None:
     assert first.wait_all(timeout=300) == {"chief": 0, "tuner0": 0, "tuner1": 0}, first.all_logs()
     old = trial_files(first.run_dir)
     kernel = old[sorted(old)[0]]["hyperparameters"]["values"]["conv_1_kernel_size"]
-    inside = sorted(f"w{tid}" for tid, t in old.items() if t["status"] == "COMPLETED" and t["hyperparameters"]["values"]["conv_1_kernel_size"] == kernel)
+    inside = sorted(
+        f"w{tid}" for tid, t in old.items() if t["status"] == "COMPLETED" and t["hyperparameters"]["values"]["conv_1_kernel_size"] == kernel
+    )
     assert 1 <= len(inside) <= 4
 
     second = search(run="b", tuner="bayesian", max_trials=2, warm_start="a", space={"conv_1_kernel_size": {"value": kernel}})
@@ -69,9 +71,33 @@ def test_tunectl_study_runs_two_stages(shared: Path, tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump(small_config(run="st")))
     plot = tmp_path / "study.png"
     result = subprocess.run(
-        [sys.executable, "-m", "cluster", "study", "--config", str(config), "--shared-dir", str(shared), "--stages", "random:3,bayesian:2",
-         "--workers", "2", "--epochs", "1", "--top", "2", "--tensorboard-port", "0", "--fresh", "--plot", str(plot)],
-        capture_output=True, text=True, timeout=480, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "cluster",
+            "study",
+            "--config",
+            str(config),
+            "--shared-dir",
+            str(shared),
+            "--stages",
+            "random:3,bayesian:2",
+            "--workers",
+            "2",
+            "--epochs",
+            "1",
+            "--top",
+            "2",
+            "--tensorboard-port",
+            "0",
+            "--fresh",
+            "--plot",
+            str(plot),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=480,
+        cwd=REPO,
     )
     out = result.stdout
     assert result.returncode == 0, out[-5000:] + result.stderr[-2000:]

@@ -213,7 +213,10 @@ async def _serve(
                  seeded, config.warm_start, oracle.max_trials - seeded, oracle.max_trials, oracle.max_trials - seeded)
     stop_startup_health()  # the oracle's own server takes the port over
     await server.start(role.oracle_host, role.oracle_port)
-    log.info("oracle serving on %s:%d (%s, max_trials=%d, objective=%s)", role.oracle_host, server.port, config.tuner, config.max_trials, config.objective)
+    log.info(
+        "oracle serving on %s:%d (%s, max_trials=%d, objective=%s)",
+        role.oracle_host, server.port, config.tuner, config.max_trials, server.progress.objective.describe(),
+    )  # fmt: skip
     await server.wait()
     best = server.progress.scoreboard.best
     best_trial = best and oracle.trials.get(best[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,16 +59,16 @@ class RangeOverride(_Strict):
 class ChoiceOverride(_Strict):
     """Keep only some values of a `Choice` (or the listed values of an `Int`)."""
 
-    values: list[Union[int, float, str, bool]] = Field(min_length=1)
+    values: list[int | float | str | bool] = Field(min_length=1)
 
 
 class FixedOverride(_Strict):
     """Fix a hyperparameter to one value."""
 
-    value: Union[int, float, str, bool]
+    value: int | float | str | bool
 
 
-SpaceOverride = Union[RangeOverride, ChoiceOverride, FixedOverride]
+SpaceOverride = RangeOverride | ChoiceOverride | FixedOverride
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ DEFAULT_CONFIG = f"{CONFIG_MOUNT}/search.yaml"
 SHARED_MOUNT = "/shared"
 
 
-def worker_id(index: int) -> str:
-    """Worker `index`'s tuner id, `tuner<index>` (the chart derives it from the completion index)."""
+def worker_id(index: int | str) -> str:
+    """Worker `index`'s tuner id, `tuner<index>` (the chart's is `tuner$(JOB_COMPLETION_INDEX)`)."""
     return f"tuner{index}"
 
 

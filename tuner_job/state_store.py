@@ -35,9 +35,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tuner_job import _kt, _kt_state
 from tuner_job.layout import RunPaths

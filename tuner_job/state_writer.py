@@ -82,7 +82,7 @@ class Group:
     journal: tuple[str, list[Any]] | None = None  # path, objects to append as lines
     after: dict[str, Any] = field(default_factory=dict)  # path -> object
 
-    def as_text(self) -> "Group":
+    def as_text(self) -> Group:
         """The same group with every object encoded now."""
         return Group(
             {path: _text(obj) for path, obj in self.trials.items()},

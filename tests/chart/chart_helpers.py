@@ -233,7 +233,9 @@ def _pod_fields(obj: Mapping[str, Any], name: str, annotations: Mapping[str, str
     }
 
 
-def _process(obj: Mapping[str, Any], pod: Mapping[str, Any], config_maps: Mapping[str, Mapping[str, str]], extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def _process(
+    obj: Mapping[str, Any], pod: Mapping[str, Any], config_maps: Mapping[str, Mapping[str, str]], extra_env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     spec = pod_spec(obj)
     (container,) = spec["containers"]
     env = _resolve_env(container, pod, config_maps)

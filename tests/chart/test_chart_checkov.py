@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
+
 from chart_helpers import CI_VALUES, helm_template, require_tool
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+
 from chart_helpers import REPO, require_tool
 
 DOCKERFILES = [REPO / "images" / "tuner" / "Dockerfile", REPO / "images" / "tensorboard" / "Dockerfile"]

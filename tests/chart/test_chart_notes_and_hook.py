@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from chart_helpers import CHART, NAMESPACE, by_kind_and_component, helm_template, require_tool
 
 

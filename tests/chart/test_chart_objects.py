@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from chart_helpers import (
     CHART,
     NAMESPACE,
@@ -17,6 +18,7 @@ from chart_helpers import (
     pod_spec,
     rendered_containers,
 )
+from tuner_job import contract
 
 WORKLOADS = [("Job", "chief"), ("Job", "worker"), ("Deployment", "tensorboard"), ("Pod", "test")]
 CHIEF_DNS = f"{RELEASE}-keras-tuner-cluster-chief.{NAMESPACE}.svc"
@@ -69,27 +71,28 @@ def test_chief_with_restart_policy_never_fails_at_once_on_bad_input() -> None:
 
 
 def test_tuner_ids_and_oracle_address(rendered_sets: dict) -> None:
+    """The chart sets what `tuner_job.contract` names: one place for ports, variables and mounts."""
     found = objects_of(rendered_sets, "default")
     (chief,) = pod_spec(found[("Job", "chief")])["containers"]
     (worker,) = pod_spec(found[("Job", "worker")])["containers"]
     chief_env, worker_env = env_of(chief), env_of(worker)
-    assert chief_env["KERASTUNER_TUNER_ID"]["value"] == "chief"
-    assert chief_env["KERASTUNER_ORACLE_IP"]["value"] == "0.0.0.0"
-    assert chief_env["KERASTUNER_ORACLE_PORT"]["value"] == "8000"
+    assert chief_env[contract.ENV_TUNER_ID]["value"] == contract.CHIEF_ID
+    assert chief_env[contract.ENV_ORACLE_IP]["value"] == "0.0.0.0"
+    assert chief_env[contract.ENV_ORACLE_PORT]["value"] == str(contract.ORACLE_PORT) == "8000"
     # The tuner id is built from the Indexed Job's completion index.
     index = worker_env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert index == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
-    assert worker_env["KERASTUNER_TUNER_ID"]["value"] == "tuner$(JOB_COMPLETION_INDEX)"
+    assert worker_env[contract.ENV_TUNER_ID]["value"] == contract.worker_id("$(JOB_COMPLETION_INDEX)")
     names = list(worker_env)
-    assert names.index("JOB_COMPLETION_INDEX") < names.index("KERASTUNER_TUNER_ID"), "$(VAR) needs VAR declared first"
-    assert worker_env["KERASTUNER_ORACLE_PORT"]["value"] == "8000"
-    assert worker_env["TUNER_CONFIG"]["value"] == "/config/search.yaml"
-    assert worker_env["TUNER_SHARED_DIR"]["value"] == "/shared"
+    assert names.index("JOB_COMPLETION_INDEX") < names.index(contract.ENV_TUNER_ID), "$(VAR) needs VAR declared first"
+    assert worker_env[contract.ENV_ORACLE_PORT]["value"] == str(contract.ORACLE_PORT)
+    assert worker_env[contract.ENV_CONFIG]["value"] == contract.DEFAULT_CONFIG == "/config/search.yaml"
+    assert worker_env[contract.ENV_SHARED_DIR]["value"] == contract.SHARED_MOUNT == "/shared"
     # The workers dial the chief Service by its DNS name.
     service = found[("Service", "chief")]
-    assert worker_env["KERASTUNER_ORACLE_IP"]["value"] == f"{service['metadata']['name']}.{NAMESPACE}.svc" == CHIEF_DNS
+    assert worker_env[contract.ENV_ORACLE_IP]["value"] == f"{service['metadata']['name']}.{NAMESPACE}.svc" == CHIEF_DNS
     (port,) = service["spec"]["ports"]
-    assert (port["name"], port["port"]) == ("grpc", 8000)
+    assert (port["name"], port["port"]) == ("grpc", contract.ORACLE_PORT)
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "chief"
 
 
@@ -173,7 +176,7 @@ def test_storage_modes(rendered_sets: dict) -> None:
 def test_tensorboard_service(rendered_sets: dict) -> None:
     default = objects_of(rendered_sets, "default")[("Service", "tensorboard")]
     assert default["spec"]["type"] == "ClusterIP"
-    assert default["spec"]["ports"][0]["port"] == 6006
+    assert default["spec"]["ports"][0]["port"] == contract.TENSORBOARD_PORT
     kind = objects_of(rendered_sets, "kind")[("Service", "tensorboard")]
     assert kind["spec"]["type"] == "NodePort"
     assert kind["spec"]["ports"][0]["nodePort"] == 30606
@@ -192,7 +195,12 @@ def test_network_policy_lets_only_workers_and_the_test_pod_reach_the_oracle(rend
     # Exactly the worker pods and the helm test pod of this release.
     matched = {
         component: any(sel.items() <= pod_spec_labels(found[key]).items() for sel in allowed)
-        for component, key in [("worker", ("Job", "worker")), ("test", ("Pod", "test")), ("tensorboard", ("Deployment", "tensorboard")), ("chief", ("Job", "chief"))]
+        for component, key in [
+            ("worker", ("Job", "worker")),
+            ("test", ("Pod", "test")),
+            ("tensorboard", ("Deployment", "tensorboard")),
+            ("chief", ("Job", "chief")),
+        ]
     }
     assert matched == {"worker": True, "test": True, "tensorboard": False, "chief": False}
     assert all(sel["app.kubernetes.io/instance"] == RELEASE for sel in allowed)
@@ -248,7 +256,7 @@ def test_probes(rendered_sets: dict) -> None:
     assert chief["readinessProbe"]["grpc"] == {"port": 8000, "service": "keras_tuner.Oracle"}
     (tb,) = pod_spec(found[("Deployment", "tensorboard")])["containers"]
     assert tb["readinessProbe"]["httpGet"]["port"] == "http"
-    assert tb["ports"] == [{"name": "http", "containerPort": 6006, "protocol": "TCP"}]
+    assert tb["ports"] == [{"name": "http", "containerPort": contract.TENSORBOARD_PORT, "protocol": "TCP"}]
     fallback = by_kind_and_component(helm_template(helm_values_file("default"), set_values={"chief.probe": "tcpSocket"}))[("Job", "chief")]
     (chief,) = pod_spec(fallback)["containers"]
     assert chief["readinessProbe"]["tcpSocket"] == {"port": "grpc"}

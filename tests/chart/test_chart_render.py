@@ -7,8 +7,9 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-from chart_helpers import CHART, CI_VALUES, helm_template, require_tool
 from kubernetes_validate.utils import all_versions
+
+from chart_helpers import CHART, CI_VALUES, helm_template, require_tool
 
 # kubernetes-validate 1.37.0 ships strict schemas for 1.25 to 1.37, so both
 # the oldest version the chart supports (Chart.yaml kubeVersion) and a current

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from chart_helpers import NAMESPACE, by_kind_and_component, helm_template, rendered_containers
 
 SEARCH = {

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from chart_helpers import CHART, REPO, helm_template_error
 
 SCHEMA_PATH = CHART / "values.schema.json"
