@@ -125,3 +125,18 @@ def test_better_best_and_best_epoch_ignore_what_is_not_a_finite_number() -> None
         low.best_epoch({"0": {"loss": 0.1}})
     with pytest.raises(ConfigError, match="objective_direction must be 'min' or 'max'"):
         Objective("val_loss", "down")
+
+
+def test_equal_scores_go_to_the_first_trial_whatever_order_they_ended_in() -> None:
+    """The chief's best (and so the exported model) is the trial the results and KerasTuner rank first."""
+    objective = Objective("val_precision", "max")
+    board = Scoreboard(objective)
+    for trial_id, score in [("3", 1.0), ("1", 0.5), ("2", 1.0), ("10", 1.0)]:  # the order they ended
+        board.count(trial_id, True, score)
+    assert board.best == ("2", 1.0)
+    records = [TrialRecord(t, "COMPLETED", None, {}, {}, s, 0, None) for t, s in [("1", 0.5), ("2", 1.0), ("3", 1.0), ("10", 1.0)]]
+    assert rank(records, objective)[0].trial_id == "2"
+    board.offer("w7", 1.0)  # a seeded trial: first in trial order
+    assert board.best == ("w7", 1.0)
+    board.offer("0", float("nan"))
+    assert board.best == ("w7", 1.0)

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner_job.objective import Objective
+from tuner_job.objective import Objective, finite
+from tuner_job.trials import trial_order
 
 __all__ = ["Scoreboard", "SearchProgress"]
 
@@ -22,6 +23,8 @@ class Scoreboard:
     """Trials ended (completed, failed) under an objective, and the best so far.
 
     Seeded trials compete for best (`offer`) without counting as ended here.
+    Equal scores go to the trial first in `trial_order`, whatever order they
+    ended in: the order KerasTuner's `get_best_trials` and the results rank them.
     """
 
     objective: Objective
@@ -35,8 +38,10 @@ class Scoreboard:
         return self.completed + self.failed
 
     def offer(self, trial_id: str, score: Any) -> bool:
-        """Make `trial_id` the best when `score` beats the best so far (`Objective.better`); return whether it did."""
-        if self.objective.better(score, None if self.best is None else self.best[1]):
+        """Make `trial_id` the best when `score` beats the best so far (`Objective.better`, then trial order); return whether it did."""
+        best = self.best
+        tie = best is not None and finite(score) == best[1] and trial_order(trial_id) < trial_order(best[0])
+        if tie or self.objective.better(score, None if best is None else best[1]):
             self.best = (trial_id, float(score))
             return True
         return False
