@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster.study import study_config
 from helpers import REPO, attempt_events, small_config, trial_files
+from tuner_job.config import load_config
+from tuner_job.stages import stage_config
 
 pytestmark = pytest.mark.slow
 
@@ -113,8 +116,11 @@ def test_tunectl_study_runs_two_stages(shared: Path, tmp_path: Path) -> None:
         assert json.loads((runs / name / "status.json").read_text())["state"] == "completed"
         assert (runs / name / "results.json").is_file()
         assert f"run {name}: completed" in out, out[-3000:]
-    assert "space narrowed around the top 2 of 3 completed trials" in out
+    assert "space narrowed around the top 2 of 3 completed trials of st-s1" in out
     assert "warm start from st-s1" in out and "warm-start:st-s1" in out
+    # One implementation: the stage the study ran is the one a `stages:` search makes of the same input.
+    staged = study_config(load_config(config), "random:3,bayesian:2", top=2, epochs=1)
+    assert load_config(runs / "st-s2" / "search.yaml") == stage_config(staged, 2, shared)[0]
     assert plot.stat().st_size > 1000
 
     bad = subprocess.run([sys.executable, "-m", "cluster", "study", "--stages", "random:3"], capture_output=True, text=True, timeout=60, cwd=REPO)
