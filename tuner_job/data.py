@@ -38,7 +38,12 @@ _CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and validation arrays (uint8 images, int labels) and the class names."""
+    """Train and validation arrays and the class names.
+
+    `x_train`, `x_val`: uint8 RGB images, shape `(n, height, width, 3)`,
+    values 0..255 (memory-mapped from the cache). `y_train`, `y_val`: int32
+    class indexes, shape `(n,)`, into `classes` (the class folders' names, sorted).
+    """
 
     classes: tuple[str, ...]
     x_train: np.ndarray
@@ -56,7 +61,11 @@ class Dataset:
 
 
 def list_image_folder(folder: Path) -> dict[str, list[Path]]:
-    """The image files of each class folder; a clear error for a bad layout."""
+    """The image files (`*.png`, `*.jpg`, `*.jpeg`) of each class folder, by class name, sorted.
+
+    Raises:
+        DataError: the folder is missing, has fewer than 2 class folders, or a class folder holds no image.
+    """
     if not folder.is_dir():
         raise DataError(f"data folder not found: {folder}")
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -142,7 +151,21 @@ def _load(target: Path) -> Dataset:
 
 
 def load_image_folder(folder: Path, image_size: tuple[int, int], validation_split: float, seed: int) -> Dataset:
-    """Train and validation splits of an image folder, from its cache (built if needed)."""
+    """Train and validation splits of an image folder, from its cache (built once, by one process).
+
+    Args:
+        folder: `<class>/*.png|jpg` (hidden folders such as `.cache` are not classes).
+        image_size: (height, width) in pixels every image is resized to (bilinear).
+        validation_split: the fraction of each class held out, in (0, 1); a
+            class of two or more images has at least one image on each side.
+        seed: seeds the split.
+
+    Returns:
+        The `Dataset` (see its shapes).
+
+    Raises:
+        DataError: a bad layout, an image that cannot be decoded, or no validation image.
+    """
     files = list_image_folder(folder)
     key = _cache_key(files, tuple(image_size), validation_split, seed)
     cache_dir = folder / ".cache"
@@ -174,7 +197,17 @@ def load_image_folder(folder: Path, image_size: tuple[int, int], validation_spli
 
 
 def as_tf_datasets(data: Dataset, batch_size: int, seed: int):
-    """`tf.data` pipelines over the cached arrays: shuffled train, ordered validation."""
+    """`tf.data` pipelines over the cached arrays: shuffled train, ordered validation.
+
+    Args:
+        data: the arrays (`load_image_folder`).
+        batch_size: images per batch; the last batch may be smaller.
+        seed: seeds the training shuffle (reshuffled every epoch).
+
+    Returns:
+        `(train, val)`: each yields `(images, labels)` batches, images uint8
+        `(batch, height, width, 3)` (the model rescales them), labels int32 `(batch,)`.
+    """
     import tensorflow as tf
 
     train = (

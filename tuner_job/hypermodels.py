@@ -99,7 +99,17 @@ def _import_function(spec: str) -> Callable[..., Any]:
 
 
 def load_hypermodel(spec: str, input_shape: tuple[int, int, int], num_classes: int) -> Callable[[Any], Any]:
-    """`build(hp)` for a built-in name, `package.module:function` or `path/file.py:function`."""
+    """`build(hp) -> compiled keras.Model` for a built-in name, `package.module:function` or `path/file.py:function`.
+
+    Args:
+        spec: the config's `hypermodel`.
+        input_shape: (height, width, 3), given to a function that takes `input_shape`.
+        num_classes: the number of classes, given to a function that takes `num_classes`.
+
+    Raises:
+        HypermodelError: the spec names nothing importable or callable (here),
+            or `build` returns something that is not a compiled `keras.Model` (when called).
+    """
     function = _import_function(spec)
     parameters = inspect.signature(function).parameters
     given = {k: v for k, v in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)) if k in parameters}

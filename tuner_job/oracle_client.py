@@ -47,6 +47,17 @@ class SearchEnded(Exception):
 
 
 class OracleClient:
+    """A worker's connection to the chief (see the module doc).
+
+    Args:
+        address: the chief's `host:port`.
+        tuner_id: this worker's id, sent with CreateTrial.
+        paths: the run (followed to the next run of a staged search).
+        chief_wait_seconds: how long to wait for an absent chief before `ChiefUnreachableError`.
+        rpc_timeout: seconds per RPC attempt.
+        max_trials: this worker's budget: a completed run with a smaller one may be extended by a restarted chief.
+    """
+
     def __init__(
         self,
         address: str,
