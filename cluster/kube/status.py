@@ -12,7 +12,8 @@ from typing import Any
 
 from rich.table import Table
 
-from tuner_job.layout import RunPaths, read_json
+from tuner_job.layout import RunPaths
+from tuner_job.trials import read_status
 
 __all__ = [
     "COMPONENT_LABEL",
@@ -161,17 +162,20 @@ def progress_rows(shared_dir: Path, run: str | None = None) -> list[tuple[str, .
     names = [run] if run else sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
     rows = []
     for name in names:
-        status = read_json(RunPaths(Path(shared_dir), name).status)
-        if not isinstance(status, dict):
+        status = read_status(RunPaths(Path(shared_dir), name))
+        if not status:
             rows.append((name, "unknown (no status.json yet)", "-", "-"))
             continue
         done, total = status.get("trials_done"), status.get("max_trials")
+        best = status.get("best")
+        if isinstance(best, dict) and status.get("objective"):
+            best = {"objective": status["objective"], **best}  # the chief names the objective once, at the top
         rows.append(
             (
                 name,
                 str(status.get("state", "?")),
                 f"{done if done is not None else '?'}/{total if total is not None else '?'}",
-                format_best(status.get("best")),
+                format_best(best),
             )
         )
     return rows

@@ -98,14 +98,20 @@ def test_progress_comes_from_each_runs_status_json(tmp_path):
                     "best": {"trial_id": "03", "objective": "val_loss", "score": 0.123456}})
     )  # fmt: skip
     (tmp_path / "runs" / "fresh").mkdir()
+    (tmp_path / "runs" / "precise").mkdir()
+    (tmp_path / "runs" / "precise" / "status.json").write_text(  # as the chief writes it: the objective at the top
+        json.dumps({"state": "completed", "objective": "val_precision", "direction": "max", "trials_done": 4, "max_trials": 4,
+                    "best": {"trial_id": "2", "score": 0.875}})
+    )  # fmt: skip
 
     rows = progress_rows(tmp_path)
 
     assert rows == [
         ("fresh", "unknown (no status.json yet)", "-", "-"),
+        ("precise", "completed", "4/4", "trial 2, val_precision=0.875"),
         ("toonvision", "running", "7/20", "trial 03, val_loss=0.1235"),
     ]
-    assert progress_rows(tmp_path, "toonvision") == rows[1:]
+    assert progress_rows(tmp_path, "toonvision") == rows[2:]
     assert progress_rows(tmp_path / "nothing") == []
 
 
