@@ -84,19 +84,14 @@ def run_coordination(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]
     runs = []
     for chief, trials in (("stock", args.coordination_stock_trials), ("ours", args.coordination_trials)):
         log(f"coordination: {chief} chief, T=0, M={args.coordination_workers}, {trials} trials")
-        runs.append(
-            cap.coordination(
-                chief, args.coordination_workers, trials, _milestones(trials), window, timeout=max(120.0, trials / 15.0), exit_cap=args.exit_cap
-            )
-        )
+        timeout = max(120.0, trials / 15.0)
+        runs.append(cap.coordination(chief, args.coordination_workers, trials, _milestones(trials), window, timeout=timeout, exit_cap=args.exit_cap))
     return runs
 
 
 def run_overhead(args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    log(
-        f"overhead: demo search, {args.demo_workers} workers, {args.demo_trials} trials x {args.demo_epochs} epochs, "
-        f"{args.demo_per_class} images/class"
-    )
+    log(f"overhead: demo search, {args.demo_workers} workers, {args.demo_trials} trials x {args.demo_epochs} epochs, "
+        f"{args.demo_per_class} images/class")
     return ovh.run_demo(workers=args.demo_workers, trials=args.demo_trials, epochs=args.demo_epochs, per_class=args.demo_per_class, timeout=480)
 
 
@@ -105,26 +100,9 @@ def run_input(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:
         out = Path(tmp) / "input.json"
         proc = subprocess.run(
-            [
-                python(),
-                "-m",
-                "bench.input_pipeline",
-                "--out",
-                str(out),
-                "--workdir",
-                tmp,
-                "--per-class",
-                str(args.input_per_class),
-                "--size",
-                *map(str, args.input_size),
-                "--repeats",
-                "1" if args.quick else "3",
-            ],
-            cwd=REPO,
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
+            [python(), "-m", "bench.input_pipeline", "--out", str(out), "--workdir", tmp, "--per-class", str(args.input_per_class),
+             "--size", *map(str, args.input_size), "--repeats", "1" if args.quick else "3"],
+            cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600,
         )
         if proc.returncode != 0 or not out.is_file():
             raise RuntimeError(f"input benchmark failed (rc={proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")

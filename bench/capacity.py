@@ -77,24 +77,9 @@ def run_once(
     chief_report = root / "chief.json"
     raw_file = root / "client.json"
     chief_proc = subprocess.Popen(
-        [
-            python(),
-            "-m",
-            "bench.chiefs",
-            chief,
-            "--dir",
-            str(root / "project"),
-            "--port",
-            str(port),
-            "--max-trials",
-            str(trials),
-            "--report",
-            str(chief_report),
-        ],
-        cwd=REPO,
-        env=child_env(),
-        stdout=chief_log,
-        stderr=subprocess.STDOUT,
+        [python(), "-m", "bench.chiefs", chief, "--dir", str(root / "project"), "--port", str(port), "--max-trials", str(trials),
+         "--report", str(chief_report)],
+        cwd=REPO, env=child_env(), stdout=chief_log, stderr=subprocess.STDOUT,
     )
     chief_log.close()
     exit_box: dict[str, float] = {}
@@ -104,35 +89,16 @@ def run_once(
         with open(client_log, "wb") as handle:
             client = subprocess.run(
                 [
-                    python(),
-                    "-m",
-                    "bench.sim_workers",
-                    "--address",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    str(workers),
-                    "--train-seconds",
-                    str(train_seconds),
-                    "--timeout",
-                    str(timeout),
-                    "--chief-pid",
-                    str(chief_proc.pid),
-                    "--sample-every",
-                    str(sample_every),
-                    "--out",
-                    str(raw_file),
+                    python(), "-m", "bench.sim_workers", "--address", f"127.0.0.1:{port}", "--workers", str(workers),
+                    "--train-seconds", str(train_seconds), "--timeout", str(timeout), "--chief-pid", str(chief_proc.pid),
+                    "--sample-every", str(sample_every), "--out", str(raw_file),
                 ],
-                cwd=REPO,
-                env=child_env(),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                timeout=timeout + 180,
+                cwd=REPO, env=child_env(), stdout=handle, stderr=subprocess.STDOUT, timeout=timeout + 180,
             )
         if not raw_file.is_file():
-            raise RunFailed(
-                f"{chief} chief, M={workers}: the client wrote no result (rc={client.returncode}):\n"
-                f"{client_log.read_text(errors='replace')[-2000:]}\n--- chief:\n{(root / 'chief.log').read_text(errors='replace')[-2000:]}"
-            )
+            raise RunFailed(f"{chief} chief, M={workers}: the client wrote no result (rc={client.returncode}):\n"
+                            f"{client_log.read_text(errors='replace')[-2000:]}\n"
+                            f"--- chief:\n{(root / 'chief.log').read_text(errors='replace')[-2000:]}")
         raw = json.loads(raw_file.read_text())
         last_end = max(raw["ends"]) if raw["ends"] else raw["finished"]
         waiter.join(max(0.0, last_end + exit_cap - time.time()))
@@ -215,11 +181,8 @@ def summarize(raw: dict[str, Any], trials: int) -> dict[str, Any]:
         # After the start: every worker asked at the same instant, and the
         # queue that burst makes takes a few trial lengths to spread out.
         hi = max(starts)
-        late = {
-            name: [ms for ms, at in zip(raw["latency_ms"][name], raw["latency_at"][name], strict=True) if at >= settle]
-            for name in raw["latency_at"]
-            if name in raw["latency_ms"]
-        }
+        late = {name: [ms for ms, at in zip(raw["latency_ms"][name], raw["latency_at"][name], strict=True) if at >= settle]
+                for name in raw["latency_at"] if name in raw["latency_ms"]}
         out["settled"] = {
             "from_seconds": settle - raw["started"],
             "utilisation": _clip([iv for w in train for iv in w], settle, hi) / (workers * (hi - settle)),
@@ -241,11 +204,9 @@ def summarize(raw: dict[str, Any], trials: int) -> dict[str, Any]:
 def capacity(chief: str, workers: int, train_seconds: float, trials: int, timeout: float, exit_cap: float) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     raw = run_once(chief, workers, train_seconds, trials, timeout=timeout, exit_cap=exit_cap)
-    return {
-        "config": {"chief": chief, "workers": workers, "train_seconds": train_seconds, "trials": trials, "timeout": timeout, "exit_cap": exit_cap},
-        **summarize(raw, trials),
-        "load_average_1m": [load_before, os.getloadavg()[0]],
-    }
+    config = {"chief": chief, "workers": workers, "train_seconds": train_seconds, "trials": trials, "timeout": timeout, "exit_cap": exit_cap}
+    return {"config": config,
+            **summarize(raw, trials), "load_average_1m": [load_before, os.getloadavg()[0]]}
 
 
 def coordination(chief: str, workers: int, trials: int, milestones: list[int], window: int, timeout: float, exit_cap: float) -> dict[str, Any]:

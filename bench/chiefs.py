@@ -4,8 +4,9 @@ Both host a `RandomSearchOracle` over a space declared up front (no hypermodel
 is built), objective `val_loss`:
 
 - stock: KerasTuner's own `oracle_chief.start_server(oracle)` (through
-  `tuner_job._kt.serve_stock_chief`), what a stock KerasTuner chief runs: one serving thread, `oracle.json` rewritten on
-  every change, the per-trial display, and an exit check every 20 s.
+  `tuner_job._kt.serve_stock_chief`), what a stock KerasTuner chief runs: one
+  serving thread, `oracle.json` rewritten on every change, the per-trial
+  display, and an exit check every 20 s.
 - ours: `tuner_job.oracle_server.OracleServer` on grpc.aio, as `tuner_job.chief` runs it.
 - noop: the floor, not a chief. A grpc.aio server on KerasTuner's wire that
   hands out one fixed trial proto under new ids, keeps no state, writes

@@ -89,13 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     synthesize(folder, per_class=args.per_class, size=tuple(args.size), seed=42)
     synth_seconds = time.perf_counter() - started
     result = measure(folder, tuple(args.size), args.batch_size, 0.2, 42, args.repeats)
-    result["config"] = {
-        "per_class": args.per_class,
-        "image_size": list(args.size),
-        "batch_size": args.batch_size,
-        "validation_split": 0.2,
-        "repeats": args.repeats,
-    }
+    result["config"] = {"per_class": args.per_class, "image_size": list(args.size), "batch_size": args.batch_size, "validation_split": 0.2,
+                        "repeats": args.repeats}
     result["synth_seconds"] = synth_seconds
     write_json(args.out, result)
     return 0

@@ -82,14 +82,9 @@ def analyse_worker(timings: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_demo(
-    workers: int = 2,
-    trials: int = 6,
-    epochs: int = 4,
-    per_class: int = 60,
-    size: tuple[int, int] = (120, 40),
-    timeout: float = 400,
+    workers: int = 2, trials: int = 6, epochs: int = 4, per_class: int = 60, size: tuple[int, int] = (120, 40), timeout: float = 400,
     workdir: Path | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     from cluster.synth import synthesize
 
     own_tmp = workdir is None
@@ -150,15 +145,8 @@ def run_demo(
                 parts[k] = parts.get(k, 0.0) + v
         logs = {name: (root / f"{name}.log").read_text(errors="replace")[-1500:] for name in procs if codes[name] != 0 or timed_out}
         return {
-            "config": {
-                "workers": workers,
-                "trials": trials,
-                "epochs": epochs,
-                "per_class": per_class,
-                "image_size": list(size),
-                "config": config,
-                "timeout": timeout,
-            },
+            "config": {"workers": workers, "trials": trials, "epochs": epochs, "per_class": per_class, "image_size": list(size),
+                       "config": config, "timeout": timeout},
             "timed_out": timed_out,
             "exit_codes": codes,
             "trials_completed": statuses.count("COMPLETED"),

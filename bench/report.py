@@ -121,20 +121,12 @@ def render(results: dict[str, Any]) -> str:
             for r in settled:
                 c, st = r["config"], r["settled"]
                 lat = st["latency_ms"]
-                srows.append(
-                    [
-                        c["chief"],
-                        str(c["workers"]),
-                        f"{st['from_seconds']:g}",
-                        _f(st["utilisation"], "{:.3f}"),
-                        *(f"{_f(lat.get(n, {}).get('p50'))} / {_f(lat.get(n, {}).get('p99'))}" for n in ("CreateTrial", "UpdateTrial", "EndTrial")),
-                    ]
-                )
-            parts.append(
-                "The same runs once settled: from 3 trial lengths after the start (every worker asks at the\n"
-                "same instant at the start, and that queue takes a few trial lengths to spread out)\n\n"
-                + _table(["chief", "M", "from s", "utilisation", "CreateTrial p50/p99 ms", "UpdateTrial p50/p99 ms", "EndTrial p50/p99 ms"], srows)
-            )
+                srows.append([c["chief"], str(c["workers"]), f"{st['from_seconds']:g}", _f(st["utilisation"], "{:.3f}"),
+                              *(f"{_f(lat.get(n, {}).get('p50'))} / {_f(lat.get(n, {}).get('p99'))}"
+                                for n in ("CreateTrial", "UpdateTrial", "EndTrial"))])
+            parts.append("The same runs once settled: from 3 trial lengths after the start (every worker asks at the\n"
+                         "same instant at the start, and that queue takes a few trial lengths to spread out)\n\n" + _table(
+                ["chief", "M", "from s", "utilisation", "CreateTrial p50/p99 ms", "UpdateTrial p50/p99 ms", "EndTrial p50/p99 ms"], srows))
     elif isinstance(caps, dict):
         parts.append(f"Oracle capacity: {caps.get('error')}")
     coord = results.get("coordination")
@@ -143,16 +135,12 @@ def render(results: dict[str, Any]) -> str:
         rows = []
         for r in coord:
             by = {p["trials"]: p for p in r["points"]}
-            rows.append(
-                [r["config"]["chief"], f"{r['trials_ended']}/{r['config']['trials']}", "wall ms"]
-                + [_f(by.get(m, {}).get("wall_ms_per_trial"), "{:.2f}") for m in marks]
-            )
+            rows.append([r["config"]["chief"], f"{r['trials_ended']}/{r['config']['trials']}", "wall ms"]
+                        + [_f(by.get(m, {}).get("wall_ms_per_trial"), "{:.2f}") for m in marks])
             rows.append(["", "", "chief CPU ms"] + [_f(by.get(m, {}).get("chief_cpu_ms_per_trial"), "{:.2f}") for m in marks])
         w = coord[0]["config"]["window"]
-        parts.append(
-            f"Per-trial coordination cost, T = 0, M = {coord[0]['config']['workers']} (over the {w} trials ending at each count)\n\n"
-            + _table(["chief", "trials", "cost"] + [f"@{m}" for m in marks], rows)
-        )
+        parts.append(f"Per-trial coordination cost, T = 0, M = {coord[0]['config']['workers']} (over the {w} trials ending at each count)\n\n"
+                     + _table(["chief", "trials", "cost"] + [f"@{m}" for m in marks], rows))
     elif isinstance(coord, dict):
         parts.append(f"Coordination cost: {coord.get('error')}")
     ovh = results.get("overhead")
@@ -163,17 +151,11 @@ def render(results: dict[str, Any]) -> str:
                 rows.append([name, "0", "-", "-", "-", "-", "-"])
                 continue
             parts_ = w["outside_fit_parts"]
-            rows.append(
-                [
-                    name,
-                    str(w["trials"]),
-                    _f(w["startup_seconds"]),
-                    _f(w["window_seconds"]),
-                    _f(w["fit_seconds"]),
-                    f"{100 * w['outside_fit_share']:.1f}%",
-                    ", ".join(f"{k} {v:.2f}" for k, v in parts_.items()) + f" | in fit: saving {w['inside_fit']['saving_seconds']:.2f}",
-                ]
-            )
+            rows.append([
+                name, str(w["trials"]), _f(w["startup_seconds"]), _f(w["window_seconds"]), _f(w["fit_seconds"]),
+                f"{100 * w['outside_fit_share']:.1f}%",
+                ", ".join(f"{k} {v:.2f}" for k, v in parts_.items()) + f" | in fit: saving {w['inside_fit']['saving_seconds']:.2f}",
+            ])
         c = ovh["config"]
         parts.append(
             f"Trial overhead, demo search ({c['workers']} workers, {c['trials']} trials x {c['epochs']} epochs, "
@@ -189,22 +171,17 @@ def render(results: dict[str, Any]) -> str:
         c = inp["config"]
         parts.append(
             f"Input pipeline, one epoch of {inp['images']} images at {c['image_size'][0]}x{c['image_size'][1]} (median of {c['repeats']})\n\n"
-            + _table(
-                ["read", "images/s", "seconds"],
-                [
-                    ["dataset cache (load + tf.data)", _f(inp["cache"]["images_per_s"]), _f(inp["cache"]["median_seconds"], "{:.3f}")],
-                    ["image_dataset_from_directory (decode)", _f(inp["decode"]["images_per_s"]), _f(inp["decode"]["median_seconds"], "{:.3f}")],
-                ],
-            )
+            + _table(["read", "images/s", "seconds"], [
+                ["dataset cache (load + tf.data)", _f(inp["cache"]["images_per_s"]), _f(inp["cache"]["median_seconds"], "{:.3f}")],
+                ["image_dataset_from_directory (decode)", _f(inp["decode"]["images_per_s"]), _f(inp["decode"]["median_seconds"], "{:.3f}")],
+            ])
             + f"\n\nspeed-up {inp['speedup']:.1f}x; building the cache once took {inp['cache_build_seconds']:.2f} s"
         )
     elif isinstance(inp, dict):
         parts.append(f"Input pipeline: {inp.get('error')}")
     tg = results.get("targets") or []
     if tg:
-        rows = [
-            [t["target"], _f(t["value"], "{:.3g}") if isinstance(t["value"], (int, float)) else str(t["value"]), t["bound"], _ok(t["met"])]
-            for t in tg
-        ]
+        rows = [[t["target"], _f(t["value"], "{:.3g}") if isinstance(t["value"], (int, float)) else str(t["value"]), t["bound"], _ok(t["met"])]
+                for t in tg]
         parts.append("Targets\n\n" + _table(["target", "value", "bound", ""], rows))
     return "\n\n".join(parts)

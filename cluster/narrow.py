@@ -12,22 +12,13 @@ from typing import Annotated
 
 import typer
 
-from cluster.errors import LauncherError, user_errors
+from cluster.errors import user_errors
 from tuner_job.config import TUNERS, SearchConfig, dump_config
 from tuner_job.contract import ENV_SHARED_DIR
 from tuner_job.layout import atomic_write_text
-from tuner_job.narrowing import NarrowResult, next_stage_config
+from tuner_job.narrowing import NarrowResult, check_selection, next_stage_config
 
 __all__ = ["narrow_run", "narrowing_table", "narrow_command"]
-
-
-def _check_selection(top: int | None, quantile: float | None) -> None:
-    if top is not None and quantile is not None:
-        raise LauncherError("--top and --quantile cannot be used together; give one of them.")
-    if top is not None and top < 1:
-        raise LauncherError(f"--top must be at least 1, but got {top}.")
-    if quantile is not None and not 0.0 < quantile <= 1.0:
-        raise LauncherError(f"--quantile must be in (0, 1], but got {quantile}.")
 
 
 def narrow_run(
@@ -44,10 +35,10 @@ def narrow_run(
     """Narrow run `run`'s space (`narrowing.next_stage_config`) and write the next stage's config to `out`.
 
     Raises:
-        LauncherError: a bad `--top`/`--quantile`.
-        NarrowingError, ConfigError: see `next_stage_config`; nothing is written.
+        NarrowingError: a bad `--top`/`--quantile` (named so), or see `next_stage_config`; nothing is written.
+        ConfigError: see `next_stage_config`.
     """
-    _check_selection(top_k, quantile)
+    check_selection(top_k, quantile, names=("--top", "--quantile"))
     result, config = next_stage_config(
         shared_dir, run, new_run=new_run or f"{run}-narrow", tuner=tuner, max_trials=max_trials, top_k=top_k, quantile=quantile
     )

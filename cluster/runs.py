@@ -43,15 +43,8 @@ def _fmt(value: object) -> str:
 
 def leaderboard_table(records: list[TrialRecord], objective: str, title: str, top: int = 10) -> Table:
     table = Table(title=title, title_justify="left")
-    for column, justify in (
-        ("#", "right"),
-        ("trial", "right"),
-        ("status", "left"),
-        (objective, "right"),
-        ("worker", "left"),
-        ("secs", "right"),
-        ("hyperparameters / error", "left"),
-    ):
+    columns = (("#", "right"), ("trial", "right"), ("status", "left"), (objective, "right"), ("worker", "left"), ("secs", "right"))
+    for column, justify in (*columns, ("hyperparameters / error", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for i, r in enumerate(records[:top], start=1):
         hps = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.hyperparameters.items()) if not k.startswith("tuner/"))

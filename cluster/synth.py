@@ -48,16 +48,9 @@ def _cog(rng: np.random.Generator, suit: tuple[int, int, int], height: int, widt
     arm = body_w * 0.18
     for side in (-1, 1):
         swing = rng.uniform(-0.25, 0.25) * body_h
-        draw.line(
-            [(cx + side * body_w / 2, y0 + arm), (cx + side * (body_w / 2 + arm), y0 + body_h * 0.7 + swing)],
-            fill=suit_colour,
-            width=max(1, int(arm)),
-        )
-        draw.line(
-            [(cx + side * body_w / 4 + lean, y0 + body_h), (cx + side * body_w / 3 + lean, y0 + body_h * 1.9)],
-            fill=suit_colour,
-            width=max(1, int(arm)),
-        )
+        limb = {"fill": suit_colour, "width": max(1, int(arm))}
+        draw.line([(cx + side * body_w / 2, y0 + arm), (cx + side * (body_w / 2 + arm), y0 + body_h * 0.7 + swing)], **limb)
+        draw.line([(cx + side * body_w / 4 + lean, y0 + body_h), (cx + side * body_w / 3 + lean, y0 + body_h * 1.9)], **limb)
     pixels = np.asarray(image).astype(np.int16) + rng.normal(0, 10, (height, width, 3)).astype(np.int16)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from helpers import REPO, free_port, small_config
+from tuner_job.contract import CHIEF_ID, process_env
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +50,10 @@ def test_chief_rejects_bad_input(case: str, shared: Path, tmp_path: Path) -> Non
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump(small_config(**overrides)))
     before = _snapshot(shared)
-    env = dict(
-        os.environ, KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()), TF_CPP_MIN_LOG_LEVEL="3"
-    )
+    env = {**os.environ, **process_env(CHIEF_ID, "127.0.0.1", free_port(), str(config), str(shared)), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         [sys.executable, "-m", "tuner_job", "--config", str(config), "--shared-dir", str(shared)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
+        env=env, capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]

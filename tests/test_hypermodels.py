@@ -22,11 +22,8 @@ def _space() -> dict:
 def test_space_is_the_seeds() -> None:
     space = _space()
     for block in (1, 2):
-        assert (space[f"conv_{block}_filters"]["min_value"], space[f"conv_{block}_filters"]["max_value"], space[f"conv_{block}_filters"]["step"]) == (
-            4,
-            16,
-            4,
-        )
+        filters = space[f"conv_{block}_filters"]
+        assert (filters["min_value"], filters["max_value"], filters["step"]) == (4, 16, 4)
         assert space[f"conv_{block}_kernel_size"]["values"] == [3, 5]
         assert (space[f"dropout_{block}_rate"]["min_value"], space[f"dropout_{block}_rate"]["max_value"]) == (0.0, 0.9)
         assert space[f"dropout_{block}_rate"]["step"] == pytest.approx(0.1)
@@ -44,16 +41,9 @@ def test_every_corner_of_the_space_builds_and_runs(input_shape: tuple) -> None:
     for p1, p2, p3, p4, kernel, filters in corners:
         hp = keras_tuner.HyperParameters()
         hp.values.update(
-            pool_1_size=p1,
-            pool_2_size=p2,
-            pool_3_size=p3,
-            pool_4_size=p4,
-            conv_1_kernel_size=kernel,
-            conv_2_kernel_size=kernel,
-            conv_1_filters=filters,
-            conv_2_filters=filters,
-            dropout_1_rate=0.9,
-            dropout_2_rate=0.0,
+            pool_1_size=p1, pool_2_size=p2, pool_3_size=p3, pool_4_size=p4,
+            conv_1_kernel_size=kernel, conv_2_kernel_size=kernel, conv_1_filters=filters, conv_2_filters=filters,
+            dropout_1_rate=0.9, dropout_2_rate=0.0,
         )
         model = build_toonvision(hp, input_shape, 4)
         assert model.predict(batch, verbose=0).shape == (1, 4), (p1, p2, p3, p4, kernel, filters)

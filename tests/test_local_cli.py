@@ -76,23 +76,9 @@ def test_ctrl_c_stops_every_child(shared: Path, tmp_path: Path) -> None:
     log = tmp_path / "out.log"
     with open(log, "w") as handle:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cluster",
-                "local",
-                "--config",
-                str(config),
-                "--shared-dir",
-                str(shared),
-                "--workers",
-                "2",
-                "--tensorboard-port",
-                "0",
-            ],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
+            [sys.executable, "-m", "cluster", "local", "--config", str(config), "--shared-dir", str(shared), "--workers", "2",
+             "--tensorboard-port", "0"],
+            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
         )
     try:
         deadline = time.monotonic() + 120

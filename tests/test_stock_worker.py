@@ -49,19 +49,9 @@ def test_stock_keras_tuner_worker_against_our_chief(search, tmp_path: Path) -> N
     s.logs["tuner0"] = [log]
     with open(log, "wb") as handle:
         s.procs["tuner0"] = subprocess.Popen(
-            [
-                sys.executable,
-                str(script),
-                str(s.shared / "data" / "toonvision"),
-                str(tmp_path / "elsewhere"),
-                str(SMALL_SIZE[0]),
-                str(SMALL_SIZE[1]),
-                "3",
-            ],
-            env=s.env("tuner0"),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=s.workdir,
+            [sys.executable, str(script), str(s.shared / "data" / "toonvision"), str(tmp_path / "elsewhere"),
+             str(SMALL_SIZE[0]), str(SMALL_SIZE[1]), "3"],
+            env=s.env("tuner0"), stdout=handle, stderr=subprocess.STDOUT, cwd=s.workdir,
         )
     codes = s.wait_all(timeout=240)
     assert codes == {"chief": 0, "tuner0": 0}, s.all_logs()

@@ -23,7 +23,7 @@ from tuner_job.objective import Objective
 from tuner_job.space_model import EPS, Hyperparameter, apply_overrides, same_value, space_from_trials
 from tuner_job.trials import read_objective, read_trials, trial_score
 
-__all__ = ["DEFAULT_TOP", "NarrowRow", "NarrowResult", "select_top", "narrow_space", "next_stage_config"]
+__all__ = ["DEFAULT_TOP", "NarrowRow", "NarrowResult", "check_selection", "select_top", "narrow_space", "next_stage_config"]
 
 DEFAULT_TOP = 5
 
@@ -57,6 +57,20 @@ def _tidy(value: float) -> float:
     return float(f"{value:.12g}")
 
 
+def check_selection(top_k: int | None, quantile: float | None, names: tuple[str, str] = ("top_k", "quantile")) -> None:
+    """Raise `NarrowingError` unless at most one of `top_k` (>= 1) and `quantile` (in (0, 1]) is given.
+
+    `names` are what the caller calls them in its messages (`tunectl narrow`: its flags).
+    """
+    top_name, quantile_name = names
+    if top_k is not None and quantile is not None:
+        raise NarrowingError(f"{top_name} and {quantile_name} cannot be used together; give one of them")
+    if top_k is not None and top_k < 1:
+        raise NarrowingError(f"{top_name} must be at least 1, but got {top_k}")
+    if quantile is not None and not 0.0 < quantile <= 1.0:
+        raise NarrowingError(f"{quantile_name} must be in (0, 1], but got {quantile}")
+
+
 def select_top(
     trials: list[dict[str, Any]], objective: Objective, *, top_k: int | None = None, quantile: float | None = None
 ) -> tuple[list[dict[str, Any]], int]:
@@ -71,12 +85,7 @@ def select_top(
     Raises:
         NarrowingError: both or a bad `top_k`/`quantile`; no completed trial with a finite score.
     """
-    if top_k is not None and quantile is not None:
-        raise NarrowingError("top_k and quantile cannot be used together; give one of them")
-    if top_k is not None and top_k < 1:
-        raise NarrowingError(f"top_k must be at least 1, but got {top_k}")
-    if quantile is not None and not 0.0 < quantile <= 1.0:
-        raise NarrowingError(f"quantile must be in (0, 1], but got {quantile}")
+    check_selection(top_k, quantile)
     ranked = sorted(_scored(trials), key=lambda t: objective.sort_key(trial_score(t)))  # type: ignore[arg-type]
     if quantile is not None:
         count = max(1, math.ceil(quantile * len(ranked) - EPS))
