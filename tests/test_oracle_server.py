@@ -126,6 +126,9 @@ def test_expired_lease_sends_the_trial_to_the_next_worker(running) -> None:
     taken, _ = r.create("tuner1")
     assert taken.trial_id == trial.trial_id
     assert r.server.oracle.ongoing_trials["tuner1"].trial_id == trial.trial_id
+    time.sleep(1.5)  # and tuner1 goes silent too: the reaper is still at work
+    again, _ = r.create("tuner2")
+    assert again.trial_id == trial.trial_id
 
 
 def test_failure_limit_stops_the_search_without_raising(running) -> None:

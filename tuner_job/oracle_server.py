@@ -332,7 +332,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                 _kt_state.requeue(self.oracle, trial.trial_id)
                 log.warning(
                     "trial %s: worker %s silent for %.0fs (lease_seconds=%g); the trial goes to the next free worker",
-                    trial.trial_id, tuner, self.lease_seconds, self.lease_seconds,
+                    trial.trial_id, tuner, self.leases.seconds, self.leases.seconds,
                 )  # fmt: skip
             if expired:
                 await self.store.commit()

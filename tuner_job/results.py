@@ -1,8 +1,9 @@
 """Every trial of a run as rows: the leaderboard, `results.json`, `leaderboard.csv`.
 
-Reads only files on the shared volume (KerasTuner's `trial_*/trial.json`, the
-workers' attempt logs and the error files), so it works for a finished run, a
-running one, and from the launcher without TensorFlow.
+Reads only files on the shared volume, through `trials` (the chief's journal
+and KerasTuner's `trial_*/trial.json`, the workers' attempt logs and the error
+files), so it works for a finished run, a running one, and from the launcher
+without TensorFlow.
 """
 
 from __future__ import annotations
