@@ -19,7 +19,7 @@ The hooks fix the faults DESIGN.md lists:
 - `Oracle._display` prints a table that sorts every trial, and its state holds a
   timestamp per trial that `save()` formats every time; we silence it.
 - `Oracle.reload()` re-queues every in-flight trial, so after a chief restart
-  they train twice; the server restores them to their owners instead.
+  they train twice; `_kt_state.resume` restores them to their owners instead.
 - `HyperParameters.copy()` on the oracle's space (once per trial) round-trips
   through Keras' deserializer; the space gets a plain structural copy, and
   `ProtoCache` builds each running trial's hyperparameters proto once.
