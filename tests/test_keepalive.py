@@ -19,8 +19,8 @@ import grpc
 import pytest
 
 from tuner_job import _kt
-from tuner_job.keepalive import KEEPALIVE_ENV, KEEPALIVE_TIMEOUT_ENV, client_options, keepalive_seconds, server_options
 from tuner_job.errors import ConfigError
+from tuner_job.keepalive import KEEPALIVE_ENV, KEEPALIVE_TIMEOUT_ENV, client_options, keepalive_seconds, server_options
 from tuner_job.layout import RunPaths
 from tuner_job.oracle_client import OracleClient
 

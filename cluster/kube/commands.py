@@ -9,7 +9,7 @@ cluster are in `release_commands` (each starts with the pre-flight), and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,7 +26,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 def up(
     name: ClusterName = kind.DEFAULT_CLUSTER,
     config: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--config", metavar="FILE", exists=True, dir_okay=False, help="A kind config to use instead of the bundled one."),
     ] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="GPU workers, the nvkind way (see docs/kubernetes.md).")] = False,
@@ -54,7 +54,7 @@ def images(
         str, typer.Option("--tag", "-t", metavar="TAG", envvar="TUNECTL_TAG", help="Tag of both images.")
     ] = kind.DEFAULT_TAG,
     cluster: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--cluster",
             metavar="NAME",
@@ -64,7 +64,7 @@ def images(
     ] = None,
     no_load: Annotated[bool, typer.Option("--no-load", help="Only build; do not load into kind.")] = False,
     context: Annotated[
-        Optional[Path], typer.Option("--context-dir", metavar="DIR", help="Build context (default: the repository root).")
+        Path | None, typer.Option("--context-dir", metavar="DIR", help="Build context (default: the repository root).")
     ] = None,
 ) -> None:
     """Build the tuner and TensorBoard images and load them into the kind cluster."""

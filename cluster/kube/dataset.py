@@ -28,6 +28,7 @@ import typer
 
 from cluster.errors import BadInputError, LauncherError
 from cluster.kube.tools import run_tool, run_tool_with_stdin
+from tuner_job.contract import SHARED_MOUNT
 from tuner_job.data import IMAGE_SUFFIXES, list_image_folder
 from tuner_job.errors import DataError
 
@@ -142,7 +143,7 @@ def helper_overrides(pvc: str, image: str, owner: Owner = DEFAULT_OWNER) -> str:
                     "image": image,
                     "command": ["sleep", "3600"],
                     "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                    "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+                    "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}],
                 }
             ],
             "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": pvc}}],
@@ -186,7 +187,7 @@ def copy_via_pod(
     """Mount `pvc` in a helper pod, stream the images to /shared/data/<name>, delete the pod."""
     _check_name(name)
     ns = ["--namespace", namespace, *(kube_args or [])]
-    target = f"/shared/data/{name}"
+    target = f"{SHARED_MOUNT}/data/{name}"
     run_tool(
         "kubectl", "run", HELPER_POD, *ns, f"--image={image}", "--restart=Never",
         f"--overrides={helper_overrides(pvc, image, owner)}",
@@ -202,7 +203,7 @@ def copy_via_pod(
                 "`--set storage.fixOwnership=true` (an init container gives it to that user), then push again"
             )
         run_tool_with_stdin(
-            "kubectl", "exec", "-i", HELPER_POD, *ns, "--", "tar", "xf", "-", "-C", f"/shared/data/.{name}.partial",
+            "kubectl", "exec", "-i", HELPER_POD, *ns, "--", "tar", "xf", "-", "-C", f"{SHARED_MOUNT}/data/.{name}.partial",
             write=_write_tar(files),
         )  # fmt: skip
         how = run_tool("kubectl", "exec", HELPER_POD, *ns, "--", "sh", "-c", _PUBLISH, "sh", name).stdout.strip()

@@ -142,7 +142,9 @@ def wait_for_chief(
             for claim in claim_names(job):
                 pvc = cluster.claim(claim)
                 if pvc is None:
-                    raise LauncherError(f"PVC {claim!r} does not exist in namespace {pf.namespace!r} (storage.existingClaim?); the pods cannot start without it")
+                    raise LauncherError(
+                        f"PVC {claim!r} does not exist in namespace {pf.namespace!r} (storage.existingClaim?); the pods cannot start without it"
+                    )
                 if pvc.status and pvc.status.phase == "Pending":
                     warnings = cluster.warnings_for("PersistentVolumeClaim", claim)
                     if warnings:
@@ -159,7 +161,8 @@ def wait_for_chief(
                 waiting = container.state and container.state.waiting
                 if waiting and waiting.reason in _CANNOT_START:
                     hint = "on kind: `tunectl images`; elsewhere check image.repository, image.tag and image.pullSecrets"
-                    raise LauncherError(f"the chief's container cannot start: {waiting.reason}: {' '.join((waiting.message or '').split())[:200]} ({hint})")
+                    message = " ".join((waiting.message or "").split())[:200]
+                    raise LauncherError(f"the chief's container cannot start: {waiting.reason}: {message} ({hint})")
                 if waiting and waiting.reason == "CrashLoopBackOff":
                     ended = container.last_state and container.last_state.terminated
                     code = f" (exit {ended.exit_code})" if ended else ""

@@ -13,6 +13,7 @@ import yaml
 from cluster import __version__
 from cluster.errors import LauncherError
 from cluster.kube.tools import find_tool, run_tool
+from tuner_job.contract import SHARED_MOUNT
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -34,7 +35,6 @@ __all__ = [
 
 DEFAULT_CLUSTER = "tuner"
 DEFAULT_TAG = __version__
-SHARED_MOUNT = "/shared"
 # image repository -> Dockerfile; the build context is the repository root.
 IMAGES = {
     "keras-tuner-cluster/tuner": "images/tuner/Dockerfile",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from cluster.kube import kind, release
+from tuner_job.contract import ENV_SHARED_DIR, SHARED_MOUNT
 
 __all__ = ["ClusterName", "Context", "LocalShared", "Namespace", "Release", "SharedDir", "DEFAULT_NAMESPACE", "DEFAULT_RELEASE"]
 
@@ -23,8 +24,8 @@ SharedDir = Annotated[
     typer.Option(
         "--shared-dir",
         metavar="DIR",
-        envvar="TUNECTL_SHARED_DIR",
-        help="Host folder that kind mounts at /shared on every node (the shared volume).",
+        envvar=ENV_SHARED_DIR,
+        help=f"Host folder that kind mounts at {SHARED_MOUNT} on every node (the shared volume).",
     ),
 ]
 Release = Annotated[
@@ -34,17 +35,17 @@ Namespace = Annotated[
     str, typer.Option("--namespace", "-n", metavar="NAME", envvar="TUNECTL_NAMESPACE", help="Kubernetes namespace.")
 ]
 Context = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--context", metavar="NAME", envvar="TUNECTL_CONTEXT", help="kubeconfig context (default: the current one)."
     ),
 ]
 LocalShared = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--shared-dir",
         metavar="DIR",
-        envvar="TUNECTL_SHARED_DIR",
+        envvar=ENV_SHARED_DIR,
         help="The shared volume as a folder here (default: on kind, the folder the nodes mount; elsewhere the cluster's volume).",
     ),
 ]

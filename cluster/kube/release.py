@@ -16,12 +16,12 @@ import yaml
 
 from cluster.errors import BadInputError, LauncherError
 from cluster.kube.tools import run_tool
+from tuner_job.contract import TENSORBOARD_PORT
 
 __all__ = [
     "CHART_NAME",
     "DEFAULT_NAMESPACE",
     "DEFAULT_RELEASE",
-    "TENSORBOARD_NODE_PORT",
     "default_chart",
     "explain_schema_error",
     "helm_upgrade_args",
@@ -36,7 +36,6 @@ __all__ = [
 CHART_NAME = "keras-tuner-cluster"
 DEFAULT_RELEASE = "tuner"
 DEFAULT_NAMESPACE = "default"
-TENSORBOARD_NODE_PORT = 30606
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Why the chart's schema refuses these keys: helm says only which rule failed.
@@ -170,6 +169,6 @@ def notes(release: str, namespace: str, context: str | None = None) -> str:
             f"  chief logs:  tunectl logs --chief -f{rel}{ns}{ctx}",
             f"  worker logs: tunectl logs --worker 0 -f{rel}{ns}{ctx}",
             f"               kubectl{ctx} logs -f -n {namespace} -l {selector(release, 'chief')}",
-            f"  TensorBoard: tunectl tensorboard{rel}{ns}{ctx}  (on kind: http://127.0.0.1:6006)",
+            f"  TensorBoard: tunectl tensorboard{rel}{ns}{ctx}  (on kind: http://127.0.0.1:{TENSORBOARD_PORT})",
         ]
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,26 +19,27 @@ from cluster.kube import dataset, kind, release
 from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, Context, LocalShared, Namespace, Release
 from cluster.kube.preflight import preflight
 from cluster.kube.tools import run_tool
+from tuner_job.contract import TENSORBOARD_PORT
 
 __all__ = ["deploy", "logs", "push", "status", "tensorboard", "tensorboard_answers", "undeploy"]
 
 
 def deploy(
     values: Annotated[
-        Optional[list[Path]], typer.Option("--values", "-f", metavar="FILE", help="Helm values file (repeatable).")
+        list[Path] | None, typer.Option("--values", "-f", metavar="FILE", help="Helm values file (repeatable).")
     ] = None,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")
     ] = None,
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
-    chart: Annotated[Optional[Path], typer.Option("--chart", metavar="DIR", help="Chart folder.")] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", metavar="DIR", help="Chart folder.")] = None,
     timeout: Annotated[
         int, typer.Option("--timeout", metavar="SECONDS", help="Seconds to wait for the chief pod to be Ready.")
     ] = 600,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once Helm has applied the release.")] = False,
     kind_preset: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option(
             "--kind/--no-kind",
             help="Put the chart's ci/kind-values.yaml (host folder, NodePort, no GPUs) under your values; "
@@ -73,7 +74,7 @@ def status(
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
     shared_dir: LocalShared = None,
-    run: Annotated[Optional[str], typer.Option("--run", metavar="NAME", help="Only this run (default: all).")] = None,
+    run: Annotated[str | None, typer.Option("--run", metavar="NAME", help="Only this run (default: all).")] = None,
     context: Context = None,
 ) -> None:
     """The search's Jobs, pods and volume, and its progress: trials done of max, best so far."""
@@ -105,9 +106,9 @@ def status(
 
 def logs(
     chief: Annotated[bool, typer.Option("--chief", help="The chief's log.")] = False,
-    worker: Annotated[Optional[int], typer.Option("--worker", "-w", metavar="I", min=0, help="Worker I's log.")] = None,
+    worker: Annotated[int | None, typer.Option("--worker", "-w", metavar="I", min=0, help="Worker I's log.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming while the pod runs.")] = False,
-    tail: Annotated[Optional[int], typer.Option("--tail", metavar="N", min=0, help="Only the last N lines.")] = None,
+    tail: Annotated[int | None, typer.Option("--tail", metavar="N", min=0, help="Only the last N lines.")] = None,
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
     context: Context = None,
@@ -122,7 +123,7 @@ def logs(
 
 
 def tensorboard_answers(url: str) -> bool:
-    """Whether something serves `url`: kind maps TensorBoard's NodePort to 127.0.0.1:6006."""
+    """Whether something serves `url`: kind maps TensorBoard's NodePort to 127.0.0.1:TENSORBOARD_PORT."""
     try:
         with urllib.request.urlopen(url, timeout=2):
             return True
@@ -133,14 +134,14 @@ def tensorboard_answers(url: str) -> bool:
 def tensorboard(
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
-    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Local port for the port-forward.")] = 6006,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Local port for the port-forward.")] = TENSORBOARD_PORT,
     context: Context = None,
 ) -> None:
     """Print the TensorBoard URL; port-forward its Service when the kind mapping does not answer."""
     with user_errors():
         pf = preflight(release_name, namespace, context, need_release=True)
-        if kind.cluster_of_context(pf.context) and tensorboard_answers("http://127.0.0.1:6006"):
-            typer.echo("TensorBoard: http://127.0.0.1:6006")
+        if kind.cluster_of_context(pf.context) and tensorboard_answers(f"http://127.0.0.1:{TENSORBOARD_PORT}"):
+            typer.echo(f"TensorBoard: http://127.0.0.1:{TENSORBOARD_PORT}")
             return
         services = pf.cluster.services(release_name, "tensorboard")
         if not services:
@@ -150,21 +151,21 @@ def tensorboard(
         name = services[0].metadata.name
         typer.echo(f"TensorBoard: http://127.0.0.1:{port}  (port-forwarding svc/{name}; Ctrl-C stops it)")
         run_tool(
-            "kubectl", "port-forward", "--namespace", namespace, *pf.kube_args(), f"svc/{name}", f"{port}:6006", stream=True
+            "kubectl", "port-forward", "--namespace", namespace, *pf.kube_args(), f"svc/{name}", f"{port}:{TENSORBOARD_PORT}", stream=True
         )  # fmt: skip
 
 
 def push(
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Image folder: <class>/*.png|jpg.")],
     name: Annotated[
-        Optional[str], typer.Option("--name", metavar="NAME", help="Dataset name: data/<NAME> (default: the folder's name).")
+        str | None, typer.Option("--name", metavar="NAME", help="Dataset name: data/<NAME> (default: the folder's name).")
     ] = None,
     shared_dir: LocalShared = None,
     via_pod: Annotated[
         bool, typer.Option("--via-pod", help="Copy through a helper pod and the PVC, even on kind.")
     ] = False,
     pvc: Annotated[
-        Optional[str], typer.Option("--pvc", metavar="NAME", help="The shared PVC (default: the release's).")
+        str | None, typer.Option("--pvc", metavar="NAME", help="The shared PVC (default: the release's).")
     ] = None,
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,

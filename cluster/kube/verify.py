@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -199,11 +199,11 @@ def _rows(pf: Preflight, objects: list[dict[str, Any]], kind_cluster: str | None
 
 
 def verify(
-    values: Annotated[Optional[list[Path]], typer.Option("--values", "-f", metavar="FILE", help="Helm values file (repeatable).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")] = None,
+    values: Annotated[list[Path] | None, typer.Option("--values", "-f", metavar="FILE", help="Helm values file (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")] = None,
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
-    chart: Annotated[Optional[Path], typer.Option("--chart", metavar="DIR", help="Chart folder.")] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", metavar="DIR", help="Chart folder.")] = None,
     probe: Annotated[bool, typer.Option("--probe/--no-probe", help="Try the storage with a 1 MiB claim and a pod.")] = True,
     timeout: Annotated[int, typer.Option("--timeout", metavar="SECONDS", help="How long the storage probe may take.")] = 120,
     helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help="Image of the probe pod (needs sh).")] = "busybox:1.36",

@@ -12,6 +12,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+
 from chart_helpers import REPO, by_kind_and_component, helm_template
 
 DOCS = REPO / "docs" / "kubernetes.md"

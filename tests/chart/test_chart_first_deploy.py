@@ -16,6 +16,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
 from chart_helpers import CHART, NAMESPACE, _helm, by_kind_and_component, helm_template, helm_template_error, pod_spec
 
 DEFAULT = CHART / "ci" / "default-values.yaml"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from .fake_api import FakeApiServer, write_kubeconfig
 
 _FAKE = """#!{python}
@@ -73,7 +74,7 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     empty.mkdir()
     monkeypatch.setenv("PATH", str(fakes.bin))
     monkeypatch.setenv("TUNECTL_TOOLS_DIR", str(empty))
-    for var in ("TUNECTL_CLUSTER", "TUNECTL_SHARED_DIR", "TUNECTL_RELEASE", "TUNECTL_NAMESPACE", "TUNECTL_TAG", "TUNECTL_CONTEXT"):
+    for var in ("TUNECTL_CLUSTER", "TUNER_SHARED_DIR", "TUNECTL_RELEASE", "TUNECTL_NAMESPACE", "TUNECTL_TAG", "TUNECTL_CONTEXT"):
         monkeypatch.delenv(var, raising=False)
     # No kubeconfig unless a test writes one: nothing here may reach a real cluster.
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))

@@ -25,7 +25,8 @@ def helm_release(name: str = "tuner", namespace: str = "default", revision: int 
 
 
 def job(component: str, release: str = "tuner", namespace: str = "default", *, complete: bool = False, failed: str | None = None,
-        claim: str | None = "tuner-keras-tuner-cluster-shared", host_path: str | None = None, uid: int = 1000, fs_group: int = 1000) -> dict[str, Any]:  # fmt: skip
+        claim: str | None = "tuner-keras-tuner-cluster-shared", host_path: str | None = None, uid: int = 1000,
+        fs_group: int = 1000) -> dict[str, Any]:  # fmt: skip
     conditions = []
     if complete:
         conditions.append({"type": "Complete", "status": "True"})
@@ -69,7 +70,8 @@ def pod(component: str, release: str = "tuner", namespace: str = "default", *, p
 
 
 def claim(name: str = "tuner-keras-tuner-cluster-shared", namespace: str = "default", *, phase: str = "Bound",
-          storage_class: str | None = "standard-rwo", modes: tuple[str, ...] = ("ReadWriteMany",), release: str = "tuner") -> dict[str, Any]:  # fmt: skip
+          storage_class: str | None = "standard-rwo", modes: tuple[str, ...] = ("ReadWriteMany",),
+          release: str = "tuner") -> dict[str, Any]:  # fmt: skip
     spec: dict[str, Any] = {"accessModes": list(modes), "resources": {"requests": {"storage": "20Gi"}}}
     if storage_class:
         spec["storageClassName"] = storage_class

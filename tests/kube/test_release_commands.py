@@ -184,7 +184,8 @@ def test_deploy_reports_a_pending_volume_with_its_events_in_one_line(fake_api, f
 
 def test_status_reports_a_pending_volume_with_its_events(fake_api, fake_tools):
     fake_api.add(helm_release(), job("chief"), claim(phase="Pending"), pod("chief", phase="Pending"))
-    fake_api.add(warning("PersistentVolumeClaim", PVC, "ProvisioningFailed", "invalid AccessModes [ReadWriteMany]: only AccessModes [ReadWriteOnce] are supported"))
+    reason = "invalid AccessModes [ReadWriteMany]: only AccessModes [ReadWriteOnce] are supported"
+    fake_api.add(warning("PersistentVolumeClaim", PVC, "ProvisioningFailed", reason))
 
     result = runner.invoke(app, ["status", "--context", "prod-gpus"], terminal_width=200)
 
@@ -250,7 +251,10 @@ def test_deploy_rejects_a_set_without_equals(fake_api, fake_tools):
 # --- kind: the context's cluster, its /shared mount, its images -----------------------
 
 MOUNTS = "/tuner-control-plane|/shared={folder};/lib/modules=/lib/modules;\n/tuner-worker|/shared={folder};\n"
-IMAGES = '{"images": [{"repoTags": ["docker.io/keras-tuner-cluster/tuner:0.1.0"]}, {"repoTags": ["docker.io/keras-tuner-cluster/tensorboard:0.1.0"]}]}'
+IMAGES = (
+    '{"images": [{"repoTags": ["docker.io/keras-tuner-cluster/tuner:0.1.0"]}, '
+    '{"repoTags": ["docker.io/keras-tuner-cluster/tensorboard:0.1.0"]}]}'
+)
 
 
 def kind_fakes(fake_tools, folder: Path, mounts: str = MOUNTS, images: str = IMAGES, clusters: str = "tuner\n") -> None:

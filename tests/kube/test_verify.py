@@ -73,7 +73,8 @@ def test_a_ready_cluster_passes_and_the_probe_is_cleaned_up(fake_api, fake_tools
 def test_an_rwo_only_class_fails_with_its_provisioning_event(fake_api, fake_tools, real_helm):
     fake_api.add(storage_class("standard-rwo", "pd.csi.storage.gke.io"), node("n", gpus=1),
                  claim(PROBE_CLAIM, phase="Pending", storage_class="standard-rwo"),
-                 warning("PersistentVolumeClaim", PROBE_CLAIM, "ProvisioningFailed", "VolumeCapabilities is invalid: specified multi writer"))  # fmt: skip
+                 warning("PersistentVolumeClaim", PROBE_CLAIM, "ProvisioningFailed",
+                         "VolumeCapabilities is invalid: specified multi writer"))  # fmt: skip
 
     result, rows = verify("--set", "storage.storageClassName=standard-rwo")
 
@@ -122,7 +123,8 @@ def test_a_runtime_class_the_workers_do_not_name_is_a_warning(fake_api, fake_too
 
     assert result.exit_code == 0, result.output
     assert rows["GPUs"] == ("warning", "1 GPUs for 2 wanted: some workers wait for one", "")
-    assert rows["runtime class"] == ("warning", "workers name no RuntimeClass; RuntimeClass nvidia exists here", "--set worker.runtimeClassName=nvidia")
+    expected = ("warning", "workers name no RuntimeClass; RuntimeClass nvidia exists here", "--set worker.runtimeClassName=nvidia")
+    assert rows["runtime class"] == expected
 
 
 def test_an_existing_claim_is_probed_for_writes_and_the_dataset(fake_api, fake_tools, real_helm):
