@@ -130,9 +130,14 @@ def trial_files(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def attempt_events(run_dir: Path) -> list[dict[str, Any]]:
+    """Every worker's trial events (start, epoch, end), file by file, each in the order it wrote them."""
     import json
 
     events = []
     for file in sorted((run_dir / "attempts").glob("*.jsonl")):
-        events += [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        for line in file.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue  # a worker stopped mid-line leaves a torn last line
     return events

@@ -181,6 +181,32 @@ def test_worker_killed_for_good_lease_sends_trial_to_other_worker(search, slow_m
     assert_exited(s)
 
 
+# ----- 2b. a worker killed while Keras writes its backup ------------------------
+
+
+@pytest.mark.parametrize("torn", ["latest.weights.h5", "training_metadata.json"])
+def test_a_torn_backup_restarts_its_trial_from_epoch_0_and_never_fails_it(search, slow_model, torn):
+    """Keras writes the backup in place: a kill mid-write leaves a torn file (seen when `tunectl scale` stops workers)."""
+    s = search(hypermodel=slow_model, epochs=3, max_trials=2)
+    s.start("chief")
+    s.start("tuner0", FAULT_SLEEP="0.6")
+    trial_id = wait_epoch(s, "tuner0", 0)["trial"]
+    s.kill("tuner0")
+    target = s.run_dir / "backup" / f"trial_{trial_id}" / "execution_0" / torn
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 3])  # what a kill in the middle of the write leaves
+    s.start("tuner0", FAULT_SLEEP="0.6")
+    codes = s.wait_all(240)
+    assert codes == {"chief": 0, "tuner0": 0}, s.all_logs()
+
+    assert trial_files(s.run_dir)[trial_id]["status"] == "COMPLETED", s.all_logs()
+    assert re.search(rf"trial {trial_id}: its backup \S+ cannot be restored .*it restarts from epoch 0", s.log("tuner0"))
+    epochs = [e["epoch"] for e in events(s.run_dir, "epoch", trial=trial_id)]
+    assert epochs.count(0) == 2 and sorted(set(epochs)) == [0, 1, 2], epochs
+    assert_results_once(s.run_dir, 2)
+    assert_exited(s)
+
+
 # ----- 3. the chief killed mid-search and restarted ----------------------------
 
 

@@ -3,7 +3,10 @@
 - Per-epoch state goes to `backup/trial_<id>/` (Keras `BackupAndRestore`): a
   trial that runs again, on this worker or another, continues from its last
   finished epoch, and its TensorBoard log continues with it. The metrics of the
-  epochs before the restart are kept next to it (`history.json`).
+  epochs before the restart are kept next to it (`history.json`). Keras writes
+  the backup in place, so a worker stopped while it writes (a scale-down, a
+  kill) can leave it torn: a backup that cannot be restored is dropped and the
+  trial restarts from epoch 0 instead of failing.
 - The best epoch's weights go to `tuner/trial_<id>/checkpoint.weights.h5`: the
   chief exports the best model from them, and Hyperband continues from them.
 - Each epoch ends with a word to the chief (the lease), and a heartbeat thread
@@ -21,6 +24,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tuner_job.config import SearchConfig
@@ -85,6 +89,28 @@ class _Heartbeat(threading.Thread):
                 self.client.get_trial(self.trial_id)
             except Exception as exc:  # the training loop notices a dead chief itself
                 log.debug("heartbeat for trial %s failed: %s", self.trial_id, exc)
+
+
+def _backup_restores(model: Any, backup_dir: Path) -> bool:
+    """Whether Keras' `BackupAndRestore` can restore the backup in `backup_dir` (True when there is none).
+
+    It loads what the callback would load at the start of `fit`: the weights
+    (after building the optimizer, whose slots they hold) and the epoch. The
+    file names are the callback's (keras 3).
+    """
+    weights, metadata = backup_dir / "latest.weights.h5", backup_dir / "training_metadata.json"
+    if metadata.exists():
+        state = read_json(metadata)
+        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int)):
+            return False
+    if weights.exists():
+        try:
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            model.load_weights(str(weights))
+        except Exception:  # h5py's OSError for a torn file, ValueError for a short one: either way unusable
+            return False
+    return True
 
 
 class TrialRunner:
@@ -179,10 +205,16 @@ class TrialRunner:
         epochs = int(values.get("tuner/epochs", self.config.epochs))
         initial_epoch = int(values.get("tuner/initial_epoch", 0))
         model = self.build_model(trial.hyperparameters)
+        history_file = self.paths.backup(trial_id) / f"execution_{execution}.history.json"
+        backup_dir = self.paths.backup(trial_id) / f"execution_{execution}"
+        if not _backup_restores(model, backup_dir):
+            log.warning("trial %s: its backup %s cannot be restored (torn by a stopped worker); it restarts from epoch 0", trial_id, backup_dir)
+            shutil.rmtree(backup_dir, ignore_errors=True)
+            history_file.unlink(missing_ok=True)
+            model = self.build_model(trial.hyperparameters)  # the failed load may have set some weights
         previous = values.get("tuner/trial_id")
         if previous and self.paths.checkpoint(str(previous)).is_file():
             model.load_weights(str(self.paths.checkpoint(str(previous))))  # Hyperband: continue the earlier trial
-        history_file = self.paths.backup(trial_id) / f"execution_{execution}.history.json"
         history: dict[str, dict[str, float]] = read_json(history_file) or {}
         if history:
             log.info("trial %s resumes after epoch %d of %d", trial_id, max(int(e) for e in history) + 1, epochs)
