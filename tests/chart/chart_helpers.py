@@ -42,6 +42,7 @@ __all__ = [
     "require_tool",
     "helm_template",
     "helm_template_error",
+    "helm_template_text",
     "by_kind_and_component",
     "pod_spec",
     "rendered_containers",
@@ -110,6 +111,19 @@ def _template_args(
     ]  # fmt: skip
 
 
+def helm_template_text(
+    values_file: str | Path | Iterable[str | Path] | None = None,
+    set_values: Mapping[str, Any] | None = None,
+    *,
+    kube_version: str = "1.30.0",
+) -> str:
+    """What `helm template` prints (helm test pods included), as text; raises HelmError."""
+    result = _helm(*_template_args(values_file, set_values, kube_version))
+    if result.returncode != 0:
+        raise HelmError(result.stderr.strip())
+    return result.stdout
+
+
 def helm_template(
     values_file: str | Path | Iterable[str | Path] | None = None,
     set_values: Mapping[str, Any] | None = None,
@@ -121,10 +135,8 @@ def helm_template(
     `set_values` maps dotted keys to values, passed with `--set-json` so that
     their YAML/JSON types survive (`{"workers": "two"}` is a string).
     """
-    result = _helm(*_template_args(values_file, set_values, kube_version))
-    if result.returncode != 0:
-        raise HelmError(result.stderr.strip())
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    text = helm_template_text(values_file, set_values, kube_version=kube_version)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def helm_template_error(

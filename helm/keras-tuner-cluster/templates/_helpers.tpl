@@ -36,11 +36,14 @@ Call with (dict "root" $ "component" "chief").
 {{/*
 The worker Job's name. The Job controller names each Indexed pod's host
 "<job name>-<index>", and a hostname longer than 63 characters is refused,
-so the name is cut to leave room for "-<workers - 1>".
+so the name is cut to leave room for the largest index the schema allows
+("-9999": workers is at most 10000). It must not depend on the current
+count: `tunectl scale` changes the count of a running Job in place, and a
+Job cannot be renamed.
 */}}
 {{- define "keras-tuner-cluster.workerJobName" -}}
 {{- $suffix := "-worker" }}
-{{- $index := printf "-%d" (sub (int .Values.workers) 1) }}
+{{- $index := "-9999" }}
 {{- $room := sub (sub 63 (len $suffix)) (len $index) }}
 {{- $prefix := include "keras-tuner-cluster.fullname" . | trunc (int $room) | trimSuffix "-" }}
 {{- printf "%s%s" $prefix $suffix }}
