@@ -97,6 +97,12 @@ verify-cluster: install ## Check the current cluster for the search before a dep
 deploy-search: images ## Build images (loaded into kind), then helm install the search and wait for the chief.
 	$(BIN)/tunectl deploy $(if $(VALUES),--values $(VALUES),)
 
+.PHONY: scale
+scale: install ## Grow or shrink the running search's workers in place (WORKERS=n; Kubernetes 1.27+).
+	@# WORKERS has a default for `make demo`: a scale must name its count.
+	@test "$(origin WORKERS)" != file || { echo "usage: make scale WORKERS=n (the new worker count)" >&2; exit 2; }
+	$(BIN)/tunectl scale --workers $(WORKERS)
+
 .PHONY: logs
 logs: install ## Follow a worker's logs (WORKER=i), or the chief's with WORKER=chief.
 	$(if $(filter chief,$(WORKER)),$(BIN)/tunectl logs --chief -f,$(BIN)/tunectl logs --worker $(WORKER) -f)

@@ -1,4 +1,4 @@
-"""The Kubernetes commands of `tunectl`: up, images, deploy, status, logs,
+"""The Kubernetes commands of `tunectl`: up, images, deploy, scale, status, logs,
 tensorboard, undeploy, verify, down, doctor, and `data push`.
 
 The kind and tool verbs live here; the verbs that act on a release in a
@@ -121,6 +121,6 @@ def _data_group(app: typer.Typer) -> typer.Typer:
 def register(app: typer.Typer) -> None:
     """Attach the Kubernetes commands to `app`, and `push` to its `data` group."""
     rc = release_commands
-    for command in (up, images, rc.deploy, rc.status, rc.logs, rc.tensorboard, rc.undeploy, verify, down, doctor):
+    for command in (up, images, rc.deploy, rc.scale, rc.status, rc.logs, rc.tensorboard, rc.undeploy, verify, down, doctor):
         app.command(rich_help_panel="Kubernetes")(command)
     _data_group(app).command("push")(rc.push)

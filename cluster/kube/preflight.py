@@ -1,6 +1,6 @@
 """One pre-flight for every Kubernetes verb: which cluster, does it answer, is the release there.
 
-deploy, undeploy, status, logs, tensorboard, data push and verify call
+deploy, scale, undeploy, status, logs, tensorboard, data push and verify call
 `preflight()` before anything else. It
 
 1. picks the kubeconfig context: `--context` (or TUNECTL_CONTEXT), else the

@@ -1,4 +1,4 @@
-"""The verbs that act on a release in a cluster: deploy, undeploy, status, logs, tensorboard, data push.
+"""The verbs that act on a release in a cluster: deploy, scale, undeploy, status, logs, tensorboard, data push.
 
 Each starts with the same pre-flight (`cluster.kube.preflight`): the context
 (`--context`, TUNECTL_CONTEXT), its server answering, the release found or
@@ -21,7 +21,7 @@ from cluster.kube.preflight import preflight
 from cluster.kube.tools import run_tool
 from tuner_job.contract import TENSORBOARD_PORT
 
-__all__ = ["deploy", "logs", "push", "status", "tensorboard", "tensorboard_answers", "undeploy"]
+__all__ = ["deploy", "logs", "push", "scale", "status", "tensorboard", "tensorboard_answers", "undeploy"]
 
 
 def deploy(
@@ -63,6 +63,25 @@ def deploy(
         )  # fmt: skip
 
 
+def scale(
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", metavar="N", min=1, help="The new worker count (the chart allows up to 10000).")
+    ],
+    release_name: Release = DEFAULT_RELEASE,
+    namespace: Namespace = DEFAULT_NAMESPACE,
+    chart: Annotated[
+        Optional[Path], typer.Option("--chart", metavar="DIR", help="The chart the release was deployed from.")
+    ] = None,
+    context: Context = None,
+) -> None:
+    """Grow or shrink the workers of the running search in place (Kubernetes 1.27+); the chief keeps running."""
+    from cluster.kube.scale import scale as run_scale
+
+    with user_errors():
+        pf = preflight(release_name, namespace, context, need_release=True)
+        run_scale(pf, chart or release.default_chart(), workers)
+
+
 def undeploy(release_name: Release = DEFAULT_RELEASE, namespace: Namespace = DEFAULT_NAMESPACE, context: Context = None) -> None:
     """helm uninstall the search; the shared volume (PVC or host folder) is kept."""
     with user_errors():
@@ -80,7 +99,7 @@ def status(
     """The search's Jobs, pods and volume, and its progress: trials done of max, best so far."""
     from rich.console import Console
 
-    from cluster.kube.status import claim_names, pending_claim_line, progress_rows, status_tables
+    from cluster.kube.status import claim_names, pending_claim_line, progress_rows, status_tables, worker_count_line
 
     with user_errors():
         pf = preflight(release_name, namespace, context, need_release=True)
@@ -94,6 +113,9 @@ def status(
             console.print(f"no Jobs or pods for release {release_name!r} in namespace {namespace!r}.")
         for table in status_tables(jobs, pods, progress):
             console.print(table)
+        workers = worker_count_line(jobs, pods)
+        if workers:
+            typer.echo(workers)
         for claim in sorted({name for job in jobs for name in claim_names(job)}):
             pvc = cluster.claim(claim)
             if pvc is None:

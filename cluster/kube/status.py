@@ -27,6 +27,7 @@ __all__ = [
     "pod_rows",
     "progress_rows",
     "status_tables",
+    "worker_count_line",
 ]
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -87,6 +88,38 @@ def job_rows(jobs: list[Any]) -> list[tuple[str, ...]]:
             )
         )
     return rows
+
+
+def worker_count_line(jobs: list[Any], pods: list[Any]) -> str | None:
+    """`workers: 4 desired, 3 running, 1 starting`: the worker Job's count and its pods; None without a worker Job.
+
+    Desired is the Job's parallelism (`tunectl scale` sets it with
+    completions); running counts Running pods, starting Pending ones,
+    stopping those being deleted (a scale-down), done and failed those that
+    exited (a failed pod is replaced, with its index).
+    """
+    job = next((j for j in jobs if _labels(j).get(COMPONENT_LABEL) == "worker"), None)
+    if job is None:
+        return None
+    spec = job.spec
+    desired = spec.parallelism if spec and spec.parallelism is not None else (spec.completions if spec else None)
+    counts = {"running": 0, "starting": 0, "stopping": 0, "done": 0, "failed": 0}
+    for pod in pods:
+        if _labels(pod).get(COMPONENT_LABEL) != "worker":
+            continue
+        phase = pod.status.phase if pod.status else None
+        if pod.metadata.deletion_timestamp is not None:
+            counts["stopping"] += 1
+        elif phase == "Running":
+            counts["running"] += 1
+        elif phase == "Pending":
+            counts["starting"] += 1
+        elif phase == "Succeeded":
+            counts["done"] += 1
+        elif phase == "Failed":
+            counts["failed"] += 1
+    extra = "".join(f", {n} {what}" for what, n in counts.items() if n and what != "running")
+    return f"workers: {desired if desired is not None else '?'} desired, {counts['running']} running{extra}"
 
 
 def _pod_state(pod: Any) -> str:

@@ -26,7 +26,7 @@ def helm_release(name: str = "tuner", namespace: str = "default", revision: int 
 
 def job(component: str, release: str = "tuner", namespace: str = "default", *, complete: bool = False, failed: str | None = None,
         claim: str | None = "tuner-keras-tuner-cluster-shared", host_path: str | None = None, uid: int = 1000,
-        fs_group: int = 1000) -> dict[str, Any]:  # fmt: skip
+        fs_group: int = 1000, completions: int = 1, max_failed_indexes: int | None = None) -> dict[str, Any]:  # fmt: skip
     conditions = []
     if complete:
         conditions.append({"type": "Complete", "status": "True"})
@@ -36,7 +36,7 @@ def job(component: str, release: str = "tuner", namespace: str = "default", *, c
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": f"{release}-keras-tuner-cluster-{component}", "namespace": namespace, "labels": _labels(release, component)},
-        "spec": {"completions": 1, "template": {"spec": {
+        "spec": {"completions": completions, "parallelism": completions, "maxFailedIndexes": max_failed_indexes, "template": {"spec": {
             "securityContext": {"runAsUser": uid, "runAsGroup": uid, "fsGroup": fs_group},
             "containers": [{"name": component, "image": "keras-tuner-cluster/tuner:0.1.0"}],
             "volumes": [shared]}}},

@@ -37,7 +37,7 @@ def _dataset(root: Path) -> Path:
 def _verbs(tmp_path: Path) -> list[list[str]]:
     return [
         ["deploy"], ["undeploy"], ["status"], ["logs", "--chief"], ["tensorboard"],
-        ["data", "push", str(_dataset(tmp_path))], ["verify"],
+        ["data", "push", str(_dataset(tmp_path))], ["verify"], ["scale", "--workers", "3"],
     ]  # fmt: skip
 
 
@@ -110,7 +110,7 @@ def test_no_kubeconfig_points_at_tunectl_up(fake_tools, tmp_path):
 
 def test_a_missing_release_is_named_with_the_next_step(fake_api, tmp_path):
     fake_api.add(helm_release("other"))
-    for verb in (["undeploy"], ["status"], ["logs", "--chief"], ["tensorboard"]):
+    for verb in (["undeploy"], ["status"], ["logs", "--chief"], ["tensorboard"], ["scale", "--workers", "3"]):
         result = runner.invoke(app, verb)
         assert result.exit_code == 1, (verb, result.output)
         assert result.output.strip().splitlines() == [
@@ -161,7 +161,7 @@ def test_refused_credentials_are_one_line(fake_api):
 
 
 def test_every_kubernetes_verb_takes_context_and_its_environment_variable():
-    for verb in (["deploy"], ["undeploy"], ["status"], ["logs"], ["tensorboard"], ["data", "push"], ["verify"]):
+    for verb in (["deploy"], ["undeploy"], ["status"], ["logs"], ["tensorboard"], ["data", "push"], ["verify"], ["scale"]):
         result = runner.invoke(app, [*verb, "--help"], terminal_width=200)
         assert result.exit_code == 0
         assert "--context" in result.output and "TUNECTL_CONTEXT" in result.output, verb

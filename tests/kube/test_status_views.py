@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from cluster.cli import app
 from cluster.kube.release import selector
-from cluster.kube.status import format_best, job_rows, newest_pod, pod_rows, progress_rows, status_tables
+from cluster.kube.status import format_best, job_rows, newest_pod, pod_rows, progress_rows, status_tables, worker_count_line
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -155,3 +155,25 @@ def test_status_without_a_kubeconfig_is_one_line(tmp_path, monkeypatch):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no kubeconfig"), result.output
     assert "`tunectl up`" in lines[0]
+
+
+def test_worker_count_line_says_desired_and_what_the_pods_do():
+    from kubernetes.client import V1JobSpec
+
+    workers = job("tuner-worker", "worker", 4)
+    workers.spec = V1JobSpec(completions=2, parallelism=2, template={})  # just scaled down from 4
+    leaving = pod("tuner-worker-3-x", "worker", 3)
+    leaving.metadata.deletion_timestamp = T0
+    pods = [
+        pod("tuner-worker-0-x", "worker", 0),
+        pod("tuner-worker-1-x", "worker", 1, phase="Pending", ready=False),
+        pod("tuner-worker-1-old", "worker", 1, phase="Failed", ready=False),
+        pod("tuner-worker-2-x", "worker", 2),
+        leaving,
+        pod("tuner-chief", "chief"),
+    ]
+    assert worker_count_line([job("tuner-chief", "chief", 1), workers], pods) == (
+        "workers: 2 desired, 2 running, 1 starting, 1 stopping, 1 failed"
+    )
+    assert worker_count_line([workers], []) == "workers: 2 desired, 0 running"
+    assert worker_count_line([job("tuner-chief", "chief", 1)], pods) is None
