@@ -29,6 +29,7 @@ __all__ = [
     "kind_values",
     "notes",
     "render",
+    "run_rendering",
     "selector",
     "uninstall",
 ]
@@ -114,6 +115,23 @@ def explain_schema_error(stderr: str) -> str | None:
     return "the chart refuses these values: " + "; ".join(problems or ["see `helm template`"])
 
 
+def run_rendering(args: list[str], failed: str, error: type[LauncherError] = BadInputError) -> str:
+    """Run a helm call that renders the chart (`template`, `upgrade --dry-run`) and return what it printed.
+
+    Values the chart's schema refuses raise BadInputError with the keys and
+    why (`explain_schema_error`); any other failure raises `error` with
+    `failed: <helm's last line>`.
+    """
+    result = run_tool("helm", *args, check=False)
+    if not result.ok:
+        explained = explain_schema_error(result.stderr)
+        if explained:
+            raise BadInputError(explained)
+        last = next((line.strip() for line in reversed(result.stderr.splitlines()) if line.strip()), f"exit {result.returncode}")
+        raise error(f"{failed}: {last}")
+    return result.stdout
+
+
 def render(release: str, chart: Path, namespace: str, values: list[Path], sets: list[str]) -> list[dict[str, Any]]:
     """`helm template` of what would be installed (no cluster needed): the schema's verdict, and the objects.
 
@@ -121,15 +139,9 @@ def render(release: str, chart: Path, namespace: str, values: list[Path], sets: 
     """
     _check_inputs(chart, values)
     args = ["template", release, str(chart), "--namespace", namespace, *_values_args(values, sets)]
-    result = run_tool("helm", *args, check=False)
-    if not result.ok:
-        explained = explain_schema_error(result.stderr)
-        if explained:
-            raise BadInputError(explained)
-        last = next((line.strip() for line in reversed(result.stderr.splitlines()) if line.strip()), f"exit {result.returncode}")
-        raise BadInputError(f"the chart does not render with these values: {last}")
+    stdout = run_rendering(args, "the chart does not render with these values")
     try:
-        return [doc for doc in yaml.safe_load_all(result.stdout) if isinstance(doc, dict)]
+        return [doc for doc in yaml.safe_load_all(stdout) if isinstance(doc, dict)]
     except yaml.YAMLError as exc:
         raise LauncherError(f"helm template printed something that is not YAML: {exc}") from None
 

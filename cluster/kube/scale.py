@@ -36,7 +36,7 @@ import yaml
 
 from cluster.errors import BadInputError, LauncherError
 from cluster.kube.preflight import Preflight
-from cluster.kube.release import explain_schema_error
+from cluster.kube.release import run_rendering
 from cluster.kube.status import COMPONENT_LABEL, chief_job_state
 from cluster.kube.tools import run_tool
 
@@ -125,15 +125,10 @@ def _helm_manifest(pf: Preflight) -> str:
 
 
 def _dry_run(pf: Preflight, chart: Path, workers: int) -> str:
-    result = run_tool("helm", *scale_args(pf.release_name, chart, pf.namespace, workers, pf.kube_args("--kube-context"), dry_run=True), check=False)
-    if not result.ok:
-        explained = explain_schema_error(result.stderr)
-        if explained:
-            raise BadInputError(explained)
-        last = next((line.strip() for line in reversed(result.stderr.splitlines()) if line.strip()), f"exit {result.returncode}")
-        raise LauncherError(f"helm upgrade --dry-run failed: {last}")
+    args = scale_args(pf.release_name, chart, pf.namespace, workers, pf.kube_args("--kube-context"), dry_run=True)
+    stdout = run_rendering(args, "helm upgrade --dry-run failed", LauncherError)
     try:
-        return str(json.loads(result.stdout)["manifest"])
+        return str(json.loads(stdout)["manifest"])
     except (ValueError, KeyError, TypeError):
         raise LauncherError("helm upgrade --dry-run printed no release with a manifest") from None
 
