@@ -69,9 +69,7 @@ def scale(
     ],
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
-    chart: Annotated[
-        Optional[Path], typer.Option("--chart", metavar="DIR", help="The chart the release was deployed from.")
-    ] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", metavar="DIR", help="The chart the release was deployed from.")] = None,
     context: Context = None,
 ) -> None:
     """Grow or shrink the workers of the running search in place (Kubernetes 1.27+); the chief keeps running."""

@@ -39,6 +39,7 @@ from cluster.kube.preflight import Preflight
 from cluster.kube.release import run_rendering
 from cluster.kube.status import COMPONENT_LABEL, chief_job_state
 from cluster.kube.tools import run_tool
+from tuner_job.contract import worker_id
 
 __all__ = ["MIN_KUBERNETES", "manifest_changes", "parse_version", "require_elastic_jobs", "scale", "scale_args"]
 
@@ -99,7 +100,7 @@ def _differences(old: Any, new: Any, path: tuple[str, ...] = ()) -> list[tuple[s
             found += _differences(old.get(key), new.get(key), (*path, str(key)))
         return found
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _differences(a, b, (*path, str(i)))]
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in _differences(a, b, (*path, str(i)))]
     return [] if old == new else [path]
 
 
@@ -165,7 +166,9 @@ def _check_running(jobs: list[Any], worker_job: Any, release: str) -> None:
 
 
 def _indexes(first: int, last: int) -> str:
-    return f"index {first} (tuner{first})" if first == last else f"indexes {first}-{last} (tuner{first}..tuner{last})"
+    if first == last:
+        return f"index {first} ({worker_id(first)})"
+    return f"indexes {first}-{last} ({worker_id(first)}..{worker_id(last)})"
 
 
 def scale(pf: Preflight, chart: Path, workers: int) -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chart_helpers import CHART, NAMESPACE, _helm, by_kind_and_component, helm_template_text, rendered_containers
 from helpers import attempt_events
 from local_pods import LocalPods, free_port
-
 from tuner_job.layout import RunPaths, read_json
 
 MAX_WORKERS = json.loads((CHART / "values.schema.json").read_text())["properties"]["workers"]["maximum"]
