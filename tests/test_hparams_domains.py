@@ -46,7 +46,8 @@ def test_a_boolean_hyperparameter_has_its_type_and_domain(tmp_path: Path) -> Non
     augment = infos["augment"]
     assert augment.type == api_pb2.DATA_TYPE_BOOL, api_pb2.DataType.Name(augment.type)
     assert sorted(v.bool_value for v in augment.domain_discrete.values) == [False, True]
-    assert infos["filters"].type == api_pb2.DATA_TYPE_FLOAT64 and (infos["filters"].domain_interval.min_value, infos["filters"].domain_interval.max_value) == (4, 16)
+    interval = infos["filters"].domain_interval
+    assert infos["filters"].type == api_pb2.DATA_TYPE_FLOAT64 and (interval.min_value, interval.max_value) == (4, 16)
     assert infos["kernel"].type == api_pb2.DATA_TYPE_FLOAT64 and [v.number_value for v in infos["kernel"].domain_discrete.values] == [3, 5]
     assert all(info.type != api_pb2.DATA_TYPE_UNSET for info in infos.values()), infos
 

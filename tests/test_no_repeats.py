@@ -81,7 +81,9 @@ def test_bayesian_never_proposes_a_seeded_point_again() -> None:
     # The fault: each new trial scores best, the GP's optimum stays where it was, then lands on the seeded (3, a, 0.7).
     assert _propose(stock, 8, score=0.05)[1] >= 1
 
-    ours = _kt.make_oracle("bayesian", objective=OBJECTIVE, max_trials=20, epochs=1, seed=1, hyperparameters=_mixed_space(), bayesian_initial_points=2)
+    ours = _kt.make_oracle(
+        "bayesian", objective=OBJECTIVE, max_trials=20, epochs=1, seed=1, hyperparameters=_mixed_space(), bayesian_initial_points=2
+    )
     _seed(ours, MIXED_SEEDS, [0.1, 0.9, 0.5])
     proposed, repeats = _propose(ours, 8, score=0.05)
     assert len(proposed) == 8 and repeats == 0, proposed
