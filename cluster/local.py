@@ -228,8 +228,10 @@ class LocalSearch:
         if chief.exit_code is None and all(
             c.exit_code is not None and not self._should_restart(c, c.exit_code) for n, c in self.children.items() if n.startswith("tuner")
         ):
-            # Every worker is gone for good: the chief would wait forever.
-            if any(c.exit_code not in (EXIT_OK,) for n, c in self.children.items() if n.startswith("tuner")):
+            # Every worker is gone for good: the chief would wait forever, unless the search has
+            # ended and it is writing the results (it exits by itself, with the verdict's code).
+            ended = self._status().get("state") in ("completed", "failed")
+            if not ended and any(c.exit_code not in (EXIT_OK,) for n, c in self.children.items() if n.startswith("tuner")):
                 self._print(chief, "every worker has stopped; stopping the chief")
                 return 1
         return None

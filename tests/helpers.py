@@ -161,8 +161,18 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error: ")]
 
 
+# `python -m tuner_job`'s main, then one last stderr line: whether TensorFlow was ever imported.
+_MAIN_REPORTING_TF = (
+    "import sys; from tuner_job.__main__ import main; code = main(); "
+    "print('tensorflow imported' if 'tensorflow' in sys.modules else 'tensorflow not imported', file=sys.stderr); sys.exit(code)"
+)
+
+
 def run_chief_once(shared: Path, config_file: Path, port: int, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -m tuner_job` as the chief, as the chart starts it, waited for; its output captured."""
+    """The chief's main, with the environment the chart gives it, waited for; its output captured.
+
+    stderr ends with `tensorflow imported` or `tensorflow not imported`.
+    """
     environ = {**os.environ, **process_env(CHIEF_ID, "127.0.0.1", port, str(config_file), str(shared)), "TF_CPP_MIN_LOG_LEVEL": "3", **env}
-    return subprocess.run([sys.executable, "-m", "tuner_job"], env=environ, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run([sys.executable, "-c", _MAIN_REPORTING_TF], env=environ, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
