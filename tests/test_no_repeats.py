@@ -124,3 +124,11 @@ def test_a_point_key_is_same_value_for_a_set() -> None:
     assert point_key({"flag": True}) != point_key({"flag": 1})
     assert point_key({"x": 1, "tuner/epochs": 3, "tuner/trial_id": "2"}) == point_key({"x": 1})
     assert point_key({"r": 0.3}) != point_key({"r": 0.3001})
+
+
+def test_a_seeded_grid_search_proposes_nothing_so_the_config_refuses_it() -> None:
+    """Why `tuner: grid` with `warm_start` is a config error (tests/test_config.py): it would train nothing."""
+    grid = _kt.make_oracle("grid", objective=OBJECTIVE, max_trials=20, epochs=1, seed=1, hyperparameters=_grid_space())
+    _seed(grid, GRID_SEEDS, [0.3, 0.7, 0.9, 0.6])
+    assert _propose(grid, 10) == ([], 0)
+
