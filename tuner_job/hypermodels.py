@@ -187,7 +187,10 @@ class LoadedHypermodel(keras_tuner.HyperModel):
         if not model.compiled:
             raise HypermodelError(f"hypermodel {self.spec!r} returned a model that is not compiled: call model.compile(...)")
         if not model.built:
-            model.build((None, *self.input_shape))
+            try:
+                model.build((None, *self.input_shape))
+            except Exception:  # a subclassed model with its own idea of build: let fit build it, as Keras would
+                pass
         return model
 
     def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:

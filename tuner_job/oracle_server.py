@@ -20,10 +20,9 @@ Contract:
   back to the queue); it waits for a change instead of answering IDLE at once,
   so workers do not busy-poll.
 - The search ends "completed" when the budget is spent, nothing is in flight
-  and at least one trial completed; "failed" when none did, after
-  `max_consecutive_failed_trials` failures in a row, or at once when a worker
-  ends a trial with `BAD_INPUT_KEY` (the config is wrong: `progress.bad_input`,
-  the chief exits 2). Either way
+  and a trial completed; "failed" when none did, after `max_consecutive_failed_trials`
+  failures in a row, or at once when a worker ends a trial with `BAD_INPUT_KEY`
+  (the config is wrong: `progress.bad_input`, the chief exits 2). Either way
   waiting workers are answered at once and `serve()` returns; every response
   carries the state in its trailing metadata (`x-search-state`).
 """
@@ -56,10 +55,7 @@ log = logging.getLogger("tuner_job.chief")
 SEARCH_STATE_KEY = "x-search-state"
 SEARCH_MESSAGE_KEY = "x-search-message"
 SEARCH_RUN_KEY = "x-search-run"  # the run a trial belongs to (a staged search moves on)
-#: Sent by a worker with EndTrial when the trial showed the config to be wrong
-#: (one line, e.g. an objective the model does not log). KerasTuner's `Trial`
-#: message has no error text, so it travels as request metadata.
-BAD_INPUT_KEY = "x-bad-input"
+BAD_INPUT_KEY = "x-bad-input"  # EndTrial metadata: this trial showed the config wrong, in one line (a `Trial` has no error text)
 SERVICE_NAME = ORACLE_SERVICE
 _TERMINAL = (_kt.TrialStatus.COMPLETED, _kt.TrialStatus.FAILED)
 
@@ -289,7 +285,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             return _kt.pb.EndTrialResponse()
         known = self.oracle.trials[trial_id]
         ended = self._protos.from_proto(request.trial, known)
-        bad_input = dict(context.invocation_metadata() or ()).get(BAD_INPUT_KEY)  # the config is wrong: no other trial would do better
+        bad_input = dict(context.invocation_metadata() or ()).get(BAD_INPUT_KEY)  # no other trial would do better
         self._protos.forget(trial_id)
         if not known.metrics.exists(self.oracle.objective.name) and ended.metrics.exists(self.oracle.objective.name):
             known.metrics = ended.metrics  # an UpdateTrial that a restarted chief never saved
