@@ -3,7 +3,9 @@
 `LocalSearch` plays Kubernetes: it starts every process with the environment
 the chart gives its pods, streams their logs with a role prefix, restarts a
 crashed process under the same tuner id (bounded, like a Job's backoff), and
-stops them all on Ctrl-C.
+stops them all on Ctrl-C. Before any of them starts, `check_inputs` runs the
+chief's own checks (`python -m tuner_job --check`): a mistake is one line and
+exit 2, not a chief start-up.
 """
 
 from __future__ import annotations

@@ -73,6 +73,8 @@ CASES = {
     "logs: no selector": (["logs"], "pass exactly one of --chief or --worker I"),
     "logs: two selectors": (["logs", "--chief", "--worker", "0"], "pass exactly one of --chief or --worker I"),
     "up: missing kind config": (["up", "--config", "{tmp}/kind.yaml"], None),
+    "scale: no workers": (["scale", "--workers", "0"], None),
+    "scale: no --workers": (["scale"], None),
     "an unknown command": (["lokal"], None),
 }
 
