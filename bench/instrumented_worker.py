@@ -11,7 +11,7 @@ Categories (main thread only; the lease heartbeat thread runs alongside):
 - lease:    GetTrial at each epoch's end (inside fit)
 - build:    build and compile the model (the hypermodel function)
 - data:     load the dataset (cache) and make the tf.data pipelines
-- fit:      `model.fit` (TrialRunner.train_model)
+- fit:      the hypermodel's `fit` (TrialRunner.train_model)
 - saving:   BackupAndRestore / ModelCheckpoint / TensorBoard at each epoch end (inside fit)
 - hparams:  the trial's TensorBoard HParams summary
 - finish:   TrialRunner.finish: report, remove the trial's backup, log
@@ -83,10 +83,9 @@ def install() -> None:
     load_hypermodel = hypermodels.load_hypermodel
 
     def timed_load(*args: Any, **kwargs: Any) -> Any:
-        build = load_hypermodel(*args, **kwargs)
-        holder = type("Build", (), {"build": staticmethod(build)})
-        _wrap(holder, "build", "build")
-        return holder.build
+        hypermodel = load_hypermodel(*args, **kwargs)
+        _wrap(hypermodel, "build", "build")  # this instance's build: the worker calls hypermodel.build(hp)
+        return hypermodel
 
     hypermodels.load_hypermodel = timed_load
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cluster.errors import LauncherError, user_errors
+from cluster.errors import BadInputError, user_errors
 
 __all__ = ["data_app"]
 
@@ -26,6 +26,6 @@ def synth(
 
     with user_errors():
         if min(size) < 8:
-            raise LauncherError(f"--size must be at least 8x8 pixels, but got {size[0]}x{size[1]}")
+            raise BadInputError(f"--size must be at least 8x8 pixels, but got {size[0]}x{size[1]}")
         counts = synthesize(out, per_class=per_class, size=size, seed=seed)
         typer.echo(f"wrote {sum(counts.values())} images ({per_class} per class, {size[0]}x{size[1]}) to {out}")

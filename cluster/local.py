@@ -3,7 +3,9 @@
 `LocalSearch` plays Kubernetes: it starts every process with the environment
 the chart gives its pods, streams their logs with a role prefix, restarts a
 crashed process under the same tuner id (bounded, like a Job's backoff), and
-stops them all on Ctrl-C.
+stops them all on Ctrl-C. Before any of them starts, `check_inputs` runs the
+chief's own checks (`python -m tuner_job --check`): a mistake is one line and
+exit 2, not a chief start-up.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cluster.errors import LauncherError, user_errors
+from cluster.errors import BadInputError, LauncherError, user_errors
 from tuner_job.config import SearchConfig, dump_config
 from tuner_job.contract import CHIEF_ID, ENV_SHARED_DIR, TENSORBOARD_PORT, process_env, worker_id
 from tuner_job.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SEARCH_FAILED
 from tuner_job.layout import RunPaths, read_json
 
-__all__ = ["LocalSearch", "free_port"]
+__all__ = ["LocalSearch", "check_inputs", "free_port", "make_console"]
 
 # Lines TensorFlow prints at every start that tell a user nothing.
 _NOISE = re.compile(
@@ -41,7 +43,7 @@ _NOISE = re.compile(
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
 
 
-def _console() -> Console:
+def make_console() -> Console:
     """Wide enough for a log line and the leaderboard when piped to a file."""
     console = Console()
     return console if console.is_terminal else Console(width=200)
@@ -96,7 +98,7 @@ class LocalSearch:
         self.port = port or free_port()
         self.tensorboard_port = tensorboard_port
         self.max_restarts = max_restarts
-        self.console = console or _console()
+        self.console = console or make_console()
         self.show_progress = progress
         self.children: dict[str, Child] = {}
         self._lock = threading.Lock()
@@ -228,8 +230,10 @@ class LocalSearch:
         if chief.exit_code is None and all(
             c.exit_code is not None and not self._should_restart(c, c.exit_code) for n, c in self.children.items() if n.startswith("tuner")
         ):
-            # Every worker is gone for good: the chief would wait forever.
-            if any(c.exit_code not in (EXIT_OK,) for n, c in self.children.items() if n.startswith("tuner")):
+            # Every worker is gone for good: the chief would wait forever, unless the search has
+            # ended and it is writing the results (it exits by itself, with the verdict's code).
+            ended = self._status().get("state") in ("completed", "failed")
+            if not ended and any(c.exit_code not in (EXIT_OK,) for n, c in self.children.items() if n.startswith("tuner")):
                 self._print(chief, "every worker has stopped; stopping the chief")
                 return 1
         return None
@@ -270,17 +274,53 @@ class LocalSearch:
             self.stop()
 
 
-def check_inputs(config: SearchConfig, shared_dir: Path) -> None:
-    """Fail fast, before any process starts, on what the chief would reject."""
+def _require_free_port(port: int) -> None:
+    """`--port` must be free: a chief that cannot bind it would only exit 2 after starting TensorFlow."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise BadInputError(
+                f"port {port} is in use: the oracle cannot bind 127.0.0.1:{port}; stop what holds it, or choose another --port"
+            ) from None
+
+
+def check_inputs(config: SearchConfig, shared_dir: Path, *, fresh: bool = False, port: int | None = None) -> str:
+    """Fail fast, before any process starts, on what the chief would reject; return what was checked.
+
+    The folder, the data layout and the port are checked here; the rest
+    (objective, hypermodel, space, a changed config on resume, the metrics the
+    model logs) by `python -m tuner_job --check` in a subprocess, so that
+    TensorFlow never loads into the launcher.
+
+    Raises:
+        BadInputError: the first mistake, in its one line (exit 2).
+        LauncherError: the check itself crashed (its last line).
+    """
     from tuner_job.data import list_image_folder
     from tuner_job.errors import DataError
 
     if not shared_dir.is_dir():
-        raise LauncherError(f"shared directory not found: {shared_dir} (create it, or make demo)")
+        raise BadInputError(f"shared directory not found: {shared_dir} (create it, or make demo)")
     try:
         list_image_folder(shared_dir / config.data)
     except DataError as exc:
-        raise LauncherError(str(exc)) from None
+        raise BadInputError(str(exc)) from None
+    if port:
+        _require_free_port(port)
+    with tempfile.TemporaryDirectory(prefix="tunectl-check-") as tmp:
+        config_file = Path(tmp) / "search.yaml"
+        config_file.write_text(dump_config(config))
+        argv = [sys.executable, "-m", "tuner_job", "--check", "--config", str(config_file), "--shared-dir", str(shared_dir)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+        done = subprocess.run([*argv, *(["--fresh"] if fresh else [])], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    if done.returncode == EXIT_BAD_INPUT and errors:
+        raise BadInputError(errors[-1])
+    if done.returncode != EXIT_OK:
+        raise LauncherError(f"checking the search crashed (exit {done.returncode}): {lines[-1] if lines else 'no output'}")
+    return next((line for line in reversed(lines) if line.startswith("checked:")), "checked")
 
 
 def summarize(paths: RunPaths, console: Console, tensorboard_port: int | None) -> None:
@@ -296,9 +336,12 @@ def summarize(paths: RunPaths, console: Console, tensorboard_port: int | None) -
 def local_command_impl(
     config: SearchConfig, shared_dir: Path, workers: int, fresh: bool, tensorboard_port: int | None, max_restarts: int, port: int | None
 ) -> int:
-    check_inputs(config, shared_dir)
-    search = LocalSearch(config, shared_dir, workers, fresh=fresh, port=port, tensorboard_port=tensorboard_port, max_restarts=max_restarts)
-    console = search.console
+    console = make_console()
+    console.print(f"checking run {config.run}: config, data, hypermodel, space, objective (one training step on blank images)")
+    console.print(check_inputs(config, shared_dir, fresh=fresh, port=port), highlight=False)
+    search = LocalSearch(
+        config, shared_dir, workers, fresh=fresh, port=port, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console
+    )
     console.print(
         f"search [bold]{config.run}[/bold]: {config.tuner}, {config.max_trials} trials, {workers} workers, oracle on 127.0.0.1:{search.port}"
     )

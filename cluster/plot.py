@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import LauncherError
+from cluster.errors import BadInputError, LauncherError
 from tuner_job.layout import RunPaths
 from tuner_job.objective import Objective
 from tuner_job.space_model import Hyperparameter, space_from_trials
@@ -92,10 +92,10 @@ def plot_runs(runs: list[RunPaths], out: Path, goal: Objective) -> Path:
     `Hyperparameters`), so a caller or a test can check what was drawn.
 
     Raises:
-        LauncherError: no run, no trial, or matplotlib missing.
+        BadInputError: no run, or no trial (exit 2). LauncherError: matplotlib missing.
     """
     if not runs:
-        raise LauncherError("nothing to plot: no run given.")
+        raise BadInputError("nothing to plot: no run given.")
     objective, direction = goal.name, goal.direction
     try:
         from matplotlib.figure import Figure
@@ -106,7 +106,7 @@ def plot_runs(runs: list[RunPaths], out: Path, goal: Objective) -> Path:
 
     points, merged, spaces = _load(runs, objective)
     if not points:
-        raise LauncherError(f"nothing to plot: no trial.json under {', '.join(str(r.tuner) for r in runs)}")
+        raise BadInputError(f"nothing to plot: no trial.json under {', '.join(str(r.tuner) for r in runs)}")
     names = _panels(points, merged)
     columns = max(1, min(PANEL_COLUMNS, len(names)))
     rows = math.ceil(len(names) / columns)

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cluster.errors import LauncherError, user_errors
+from cluster.errors import BadInputError, user_errors
 from tuner_job.config import SearchConfig, dump_config, parse_config, parse_stages, stage_run
 from tuner_job.contract import ENV_SHARED_DIR, TENSORBOARD_PORT
 from tuner_job.errors import EXIT_OK
@@ -33,15 +33,15 @@ def study_config(base: SearchConfig, stages: str, *, top: int | None = None, epo
     """The `stages:` search a study runs: `base` with `stages`, `stage_top` and `epochs` set.
 
     Raises:
-        LauncherError: `stages` is not `tuner:trials,...` with at least two stages,
+        BadInputError: `stages` is not `tuner:trials,...` with at least two stages,
             or `base` sets `warm_start` (each stage sets its own).
     """
     try:
         parse_stages(stages)
     except ValueError as exc:
-        raise LauncherError(f"--stages: {exc}") from None
+        raise BadInputError(f"--stages: {exc}") from None
     if base.warm_start:
-        raise LauncherError("warm_start: a study sets it for each stage itself; remove it from the config")
+        raise BadInputError("warm_start: a study sets it for each stage itself; remove it from the config")
     data: dict[str, Any] = base.model_dump(mode="json", exclude_defaults=True)
     data.update(run=base.run, stages=stages)
     if top is not None:
@@ -63,13 +63,14 @@ def run_study(
     console: Console | None = None,
 ) -> int:
     """Run the staged search `config` (`study_config`) locally; 0 only when every stage completed."""
-    from cluster.local import LocalSearch, check_inputs, summarize
+    from cluster.local import LocalSearch, check_inputs, make_console, summarize
 
     assert config.stages is not None
     shared_dir = shared_dir.resolve()
-    check_inputs(config, shared_dir)
+    console = console or make_console()
+    console.print(f"checking study {config.run}: config, data, hypermodel, space, objective (one training step on blank images)")
+    console.print(check_inputs(config, shared_dir, fresh=fresh), highlight=False)
     search = LocalSearch(config, shared_dir, workers, fresh=fresh, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console)
-    console = search.console
     console.rule(f"study {config.run}: stages {config.stages}, narrowed around the top {config.stage_top} trials of each stage")
     code = search.run()
     done = [paths for paths in search.runs if paths.tuner.is_dir()]

@@ -141,3 +141,38 @@ def attempt_events(run_dir: Path) -> list[dict[str, Any]]:
             except ValueError:
                 continue  # a worker stopped mid-line leaves a torn last line
     return events
+
+
+def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, int]]:
+    """Every file's size and mtime, every folder's existence under `root`: equal snapshots mean nothing was lost or changed.
+
+    A folder's own mtime is left out: it moves with a lock file that comes and goes. Paths
+    with a part named in `skip` are left out (`.cache`: a search that ran adds the dataset's cache).
+    """
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (0, 0)
+        for p in sorted(root.rglob("*"))
+        if not set(p.relative_to(root).parts) & set(skip)
+    }
+
+
+def error_lines(text: str) -> list[str]:
+    """The `error: ...` lines of a process's output (a bad input prints exactly one)."""
+    return [line for line in text.splitlines() if line.startswith("error: ")]
+
+
+# `python -m tuner_job`'s main, then one last stderr line: whether TensorFlow was ever imported.
+_MAIN_REPORTING_TF = (
+    "import sys; from tuner_job.__main__ import main; code = main(); "
+    "print('tensorflow imported' if 'tensorflow' in sys.modules else 'tensorflow not imported', file=sys.stderr); sys.exit(code)"
+)
+
+
+def run_chief_once(shared: Path, config_file: Path, port: int, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
+    """The chief's main, with the environment the chart gives it, waited for; its output captured.
+
+    stderr ends with `tensorflow imported` or `tensorflow not imported`.
+    """
+    environ = {**os.environ, **process_env(CHIEF_ID, "127.0.0.1", port, str(config_file), str(shared)), "TF_CPP_MIN_LOG_LEVEL": "3", **env}
+    return subprocess.run([sys.executable, "-c", _MAIN_REPORTING_TF], env=environ, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+

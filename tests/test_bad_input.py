@@ -10,15 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, free_port, small_config
+from helpers import REPO, free_port, small_config, snapshot
 from tuner_job.contract import CHIEF_ID, process_env
 
 pytestmark = pytest.mark.slow
-
-
-def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file's size and mtime, every folder's existence (a folder's mtime moves with a lock file)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (0, 0) for p in sorted(root.rglob("*"))}
 
 
 def _not_a_model(tmp: Path) -> str:
@@ -40,7 +35,27 @@ CASES = {
     "wrong type": (lambda shared, tmp: {"epochs": "many"}, "epochs: Input should be a valid integer"),
     "hypermodel path missing": (lambda shared, tmp: {"hypermodel": str(tmp / "nope.py") + ":build"}, "hypermodel file not found: "),
     "hypermodel returns no model": (lambda shared, tmp: {"hypermodel": _not_a_model(tmp)}, "returned str, not a keras.Model"),
+    # The user's code raising while the space is discovered is bad input (exit 2), not a crash to restart (exit 70).
+    "hypermodel raises in build": (lambda shared, tmp: {"hypermodel": _raises(tmp)}, "failed to build: RuntimeError: no GPU here"),
+    "HyperModel class needs an argument": (lambda shared, tmp: {"hypermodel": _needs_argument(tmp)}, "Needy() needs depth, but only"),
 }
+
+
+def _raises(tmp: Path) -> str:
+    file = tmp / "raising_model.py"
+    file.write_text("def build(hp):\n    hp.Int('units', 1, 4)\n    raise RuntimeError('no GPU here')\n")
+    return f"{file}:build"
+
+
+def _needs_argument(tmp: Path) -> str:
+    file = tmp / "needy_model.py"
+    file.write_text(
+        "import keras_tuner\n"
+        "class Needy(keras_tuner.HyperModel):\n"
+        "    def __init__(self, num_classes, depth):\n"
+        "        super().__init__()\n"
+    )
+    return f"{file}:Needy"
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -49,7 +64,7 @@ def test_chief_rejects_bad_input(case: str, shared: Path, tmp_path: Path) -> Non
     overrides = damage(shared, tmp_path) or {}
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump(small_config(**overrides)))
-    before = _snapshot(shared)
+    before = snapshot(shared)
     env = {**os.environ, **process_env(CHIEF_ID, "127.0.0.1", free_port(), str(config), str(shared)), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         [sys.executable, "-m", "tuner_job", "--config", str(config), "--shared-dir", str(shared)],
@@ -59,7 +74,7 @@ def test_chief_rejects_bad_input(case: str, shared: Path, tmp_path: Path) -> Non
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert _snapshot(shared) == before
+    assert snapshot(shared) == before
 
 
 def test_tunectl_local_rejects_bad_input_before_starting_anything(shared: Path, tmp_path: Path) -> None:
@@ -69,13 +84,13 @@ def test_tunectl_local_rejects_bad_input_before_starting_anything(shared: Path, 
 
     (shared / "data/toonvision/sellbot").rename(tmp_path / "moved")
     [p.unlink() for p in (shared / "data/toonvision/lawbot").iterdir()]
-    before = _snapshot(shared)
+    before = snapshot(shared)
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump(small_config()))
     result = CliRunner().invoke(app, ["local", "--config", str(config), "--shared-dir", str(shared), "--tensorboard-port", "0"])
-    assert result.exit_code != 0, result.output
+    assert result.exit_code == 2, result.output
     assert "lawbot holds no images" in result.output
     assert "started" not in result.output
     result = CliRunner().invoke(app, ["local", "--config", str(config), "--shared-dir", str(shared), "--tuner", "grad"])
     assert result.exit_code == 2 and "tuner: Input should be" in result.output, result.output
-    assert _snapshot(shared) == before
+    assert snapshot(shared) == before

@@ -26,6 +26,9 @@ from tuner_job.errors import ConfigError
         ({"space": {"conv_1_filters": {"low": 4}}}, "space.conv_1_filters"),
         ({"stages": "random:30"}, "stages: a staged search needs at least two stages"),
         ({"stages": "random:30,grad:10"}, "stages: 'grad:10' is not tuner:trials"),
+        # A seeded grid search proposes nothing: refused, not a run that trains nothing (tests/test_no_repeats.py).
+        ({"tuner": "grid", "warm_start": "earlier"}, "warm_start: KerasTuner's grid search proposes nothing once seeded"),
+        ({"stages": "random:30,grid:10"}, "stages: grid can only be the first stage"),
     ],
 )
 def test_bad_config_names_the_key(data: dict, expected: str) -> None:

@@ -74,7 +74,7 @@ def test_user_hypermodel_from_file_gets_shape_and_classes(tmp_path: Path) -> Non
     [
         (None, "/nope/missing.py:build", "hypermodel file not found"),
         ("def build(hp):\n    return 42\n", "{file}:build", "returned int, not a keras.Model"),
-        ("x = 1\n", "{file}:build", "has no function 'build'"),
+        ("x = 1\n", "{file}:build", "has no function or class 'build'"),
         ("raise RuntimeError('boom')\n", "{file}:build", "failed to import: RuntimeError: boom"),
         (None, "no_such_module:build", "cannot be imported"),
         (None, "resnet9000", "neither built in"),

@@ -64,7 +64,7 @@ def test_every_consumer_uses_the_one_direction(name: str, override: str | None, 
 
     # The worker: its best epoch, and the modes of its checkpoint and early stopping.
     config = parse_config({"objective": name, "objective_direction": override, "early_stopping_patience": 2})
-    runner = TrialRunner(config, RunPaths(tmp_path, "r"), "tuner0", build_model=None, train=None, val=None, client=None)
+    runner = TrialRunner(config, RunPaths(tmp_path, "r"), "tuner0", hypermodel=None, data=None, client=None)  # type: ignore[arg-type]
     assert runner.objective == objective
     epoch, logs = runner.objective.best_epoch({str(e): {name: v, "loss": 1.0} for e, v in enumerate(VALUES)})
     assert (epoch, logs[name]) == (BEST_INDEX[expected], VALUES[BEST_INDEX[expected]])
@@ -121,10 +121,34 @@ def test_better_best_and_best_epoch_ignore_what_is_not_a_finite_number() -> None
     assert Objective("val_auc", "max").best([]) is None
     epoch, _ = low.best_epoch({"0": {"val_loss": float("nan")}, "1": {"val_loss": 0.3}, "2": {"val_loss": 0.3}, "10": {"val_loss": 0.31}})
     assert epoch == 1  # the earliest of equals, as ModelCheckpoint(save_best_only) keeps it; epochs ordered as numbers
-    with pytest.raises(ValueError, match=r"objective 'val_loss' was not among the metrics \['loss'\]"):
-        low.best_epoch({"0": {"loss": 0.1}})
+    with pytest.raises(ValueError, match=r"objective 'val_loss' was never a finite number: \[nan, inf\]") as raised:
+        low.best_epoch({"0": {"val_loss": float("nan")}, "1": {"val_loss": float("inf")}})
+    assert not isinstance(raised.value, ConfigError)  # a diverged trial fails; the search goes on
     with pytest.raises(ConfigError, match="objective_direction must be 'min' or 'max'"):
         Objective("val_loss", "down")
+
+
+@pytest.mark.parametrize(
+    ("name", "logged", "line"),
+    [
+        ("val_acc", ["loss", "accuracy", "val_loss", "val_accuracy"], "did you mean `val_accuracy`?"),
+        ("val_los", ["loss", "val_loss"], "did you mean `val_loss`?"),
+        ("val_hit_rate", ["loss", "val_loss"], "(it logs loss, val_loss); set objective:"),
+    ],
+)
+def test_an_objective_the_model_does_not_log_is_bad_input_with_the_closest_name(name: str, logged: list[str], line: str) -> None:
+    from tuner_job.objective import ObjectiveNotLoggedError
+
+    objective = Objective(name, "min")
+    history = {"0": {k: 0.5 for k in logged}, "1": {k: 0.4 for k in logged}}
+    with pytest.raises(ObjectiveNotLoggedError) as raised:
+        objective.best_epoch(history)
+    message = str(raised.value)
+    assert isinstance(raised.value, ConfigError) and "\n" not in message  # exit 2, one line
+    assert message.startswith(f"objective: the model does not log {name!r}") and line in message, message
+    if "did you mean" not in line:
+        assert "did you mean" not in message
+    objective.require_logged([*logged, name])  # present: no error
 
 
 def test_equal_scores_go_to_the_first_trial_whatever_order_they_ended_in() -> None:

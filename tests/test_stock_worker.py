@@ -43,6 +43,8 @@ WORKER = textwrap.dedent(
 def test_stock_keras_tuner_worker_against_our_chief(search, tmp_path: Path) -> None:
     s = search(max_trials=3, epochs=1)
     s.start("chief")
+    # A stock client does not retry the UNAVAILABLE a preparing chief answers (chief_startup): start it once the oracle serves.
+    s.wait_for(lambda: (s.run_dir / "status.json").is_file(), 180, "the chief's oracle to serve")
     script = tmp_path / "stock_worker.py"
     script.write_text(WORKER)
     log = s.workdir / "tuner0.stock.log"

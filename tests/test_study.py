@@ -124,4 +124,4 @@ def test_tunectl_study_runs_two_stages(shared: Path, tmp_path: Path) -> None:
     assert plot.stat().st_size > 1000
 
     bad = subprocess.run([sys.executable, "-m", "cluster", "study", "--stages", "random:3"], capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert bad.returncode == 1 and "at least two stages" in bad.stderr
+    assert bad.returncode == 2 and "at least two stages" in bad.stderr

@@ -24,7 +24,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default=os.environ.get(ENV_CONFIG, DEFAULT_CONFIG), help=f"search.yaml (env {ENV_CONFIG})")
     parser.add_argument("--shared-dir", default=os.environ.get(ENV_SHARED_DIR, SHARED_MOUNT), help=f"the shared volume (env {ENV_SHARED_DIR})")
     parser.add_argument("--fresh", action="store_true", help="chief only: delete this run's folder and start over")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the search (config, data, hypermodel, space, objective; one training step on blank images) and exit: "
+        "0 when it can start, 2 with one line naming the mistake (tunectl local runs this before any process)",
+    )
     return parser.parse_args(argv)
+
+
+def _check(config_file: str, shared: Path, fresh: bool) -> int:
+    """`--check`: the checks of `prepare.check_search`, without a role, a port or a write."""
+    from tuner_job.config import load_config
+    from tuner_job.prepare import check_search
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    config = load_config(config_file)
+    if not shared.is_dir():
+        raise TunerJobError(f"shared directory not found: {shared}")
+    print(check_search(config, shared.resolve(), fresh=fresh), flush=True)
+    return 0
 
 
 def _configure_logging(tuner_id: str) -> None:
@@ -72,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     shared = Path(args.shared_dir)
     try:
+        if args.check:
+            return _check(args.config, shared, args.fresh)
         role = read_role()
         _configure_logging(role.tuner_id)
         # Before TensorFlow is imported: its thread pools and OpenMP's read these.
@@ -87,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         if role.is_chief and role.oracle_port:
             from tuner_job.chief_startup import start_startup_health
 
-            # Probes are answered while TensorFlow loads and the data is waited for and decoded.
-            start_startup_health(role.oracle_host, role.oracle_port)
+            # Probes are answered while TensorFlow loads and the data is waited for and decoded;
+            # a port that is taken ends the chief here, before anything is loaded.
+            start_startup_health(role.oracle_host, role.oracle_port, required=True)
         if role.is_chief and config.stages:
             from tuner_job.stages import run_staged_chief
 

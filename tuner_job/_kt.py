@@ -23,12 +23,19 @@ The hooks fix the faults DESIGN.md lists:
 - `HyperParameters.copy()` on the oracle's space (once per trial) round-trips
   through Keras' deserializer; the space gets a plain structural copy, and
   `ProtoCache` builds each running trial's hyperparameters proto once.
+- `BayesianOptimizationOracle.populate_space` hands out the Gaussian
+  process's optimum without asking whether a trial already had it, and the
+  other oracles' check hashes the values' text, so grid noise
+  (0.7000000000000001 against 0.7) slips through: a warm-started point was
+  trained again. `no_repeated_points` checks every proposal against every
+  trial (`space_model.point_key`) and draws a random new point instead.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import types
 from typing import Any
 
@@ -40,7 +47,7 @@ from keras_tuner.src.engine import metrics_tracking as _metrics_tracking
 from keras_tuner.src.engine import trial as _trial
 
 from tuner_job.objective import Objective
-from tuner_job.space_model import Hyperparameter, parse_space
+from tuner_job.space_model import Hyperparameter, parse_space, point_key
 
 __all__ = [
     "HyperParameters",
@@ -55,6 +62,7 @@ __all__ = [
     "quiet_oracle",
     "ProtoCache",
     "populate_space",
+    "no_repeated_points",
     "hp_class",
     "space_of",
     "describe_hp",
@@ -119,16 +127,19 @@ def make_oracle(
         max_consecutive_failed_trials=None,
     )
     if tuner == "random":
-        return keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common)
+        return no_repeated_points(keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common))
     if tuner == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, num_initial_points=bayesian_initial_points, **common)
+        return no_repeated_points(
+            keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, num_initial_points=bayesian_initial_points, **common)
+        )
     if tuner == "grid":
+        # The grid walks each point once by construction, in its own linked order: a random point would break the walk.
         return keras_tuner.oracles.GridSearchOracle(max_trials=max_trials, **common)
     if tuner == "hyperband":
         oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=epochs, factor=hyperband_factor, **common)
         # Hyperband sizes itself from max_epochs; max_trials still caps it.
         oracle.max_trials = max_trials
-        return oracle
+        return no_repeated_points(oracle)
     raise ValueError(f"tuner must be one of random, hyperband, bayesian, grid, but got {tuner=}.")
 
 
@@ -238,6 +249,51 @@ def populate_space(oracle: Oracle, hypermodel: Any) -> None:
     shim = types.SimpleNamespace(oracle=oracle, hypermodel=_base_tuner.hm_module.get_hypermodel(hypermodel))
     shim._activate_all_conditions = functools.partial(_base_tuner.BaseTuner._activate_all_conditions, shim)
     _base_tuner.BaseTuner._populate_initial_space(shim)
+
+
+def no_repeated_points(oracle: Oracle) -> Oracle:
+    """Make `oracle` never propose a point a trial of it already has (seeded, restored or its own).
+
+    Each proposal is checked against every trial's values (`point_key`: grid
+    noise and `tuner/` keys aside); a repeat is replaced by a random new point
+    (the oracle's own sampler, re-drawn while it repeats), and when none can
+    be found the oracle stops, as KerasTuner's random search does when its
+    space is exhausted. A Hyperband promotion (`tuner/trial_id`) continues an
+    earlier trial on purpose and is not a repeat. Checking costs a set lookup:
+    the trials are indexed as they appear.
+    """
+    propose = oracle.populate_space
+    seen: set[Any] = set()
+    indexed: dict[str, Any] = {"trials": None, "count": 0}
+
+    def index_new_trials() -> None:
+        trials = oracle.trials
+        if indexed["trials"] is not trials or len(trials) < indexed["count"]:  # a restore replaced them
+            seen.clear()
+            indexed.update(trials=trials, count=0)
+        for trial in itertools.islice(reversed(trials.values()), len(trials) - indexed["count"]):
+            seen.add(point_key(trial.hyperparameters.values))
+        indexed["count"] = len(trials)
+
+    def populate_space(trial_id: str) -> dict[str, Any]:
+        index_new_trials()
+        response = propose(trial_id)
+        values = response.get("values")
+        if response.get("status") != TrialStatus.RUNNING or not values or values.get("tuner/trial_id") is not None:
+            return response
+        if point_key(values) not in seen:
+            return response
+        bookkeeping = {k: v for k, v in values.items() if k.startswith("tuner/")}
+        for _ in range(oracle._max_collisions + 1):
+            candidate = oracle._random_values()
+            if candidate is None:
+                break
+            if point_key(candidate) not in seen:
+                return {"status": TrialStatus.RUNNING, "values": {**candidate, **bookkeeping}}
+        return {"status": TrialStatus.STOPPED, "values": None}
+
+    oracle.populate_space = populate_space
+    return oracle
 
 
 def hp_class(name: str) -> Any:

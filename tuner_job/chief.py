@@ -13,55 +13,21 @@ from typing import Any
 import yaml
 
 from tuner_job import _kt, _kt_state
-from tuner_job.chief_startup import set_phase, start_startup_health, stop_startup_health, wait_for_dataset
-from tuner_job.config import SearchConfig, dump_config
+from tuner_job.chief_startup import bind_error, set_phase, start_startup_health, stop_startup_health, wait_for_dataset
+from tuner_job.config import SearchConfig, dump_config, load_config
 from tuner_job.devices import configure_threads
 from tuner_job.env import Role
-from tuner_job.errors import SearchFailedError
+from tuner_job.errors import ConfigError, SearchFailedError
 from tuner_job.layout import WARM_PREFIX, WARM_START_LABEL, RunPaths, atomic_write_text, read_json
-from tuner_job.objective import Objective, resolve_objective
+from tuner_job.objective import resolve_objective
 from tuner_job.oracle_server import OracleServer
+from tuner_job.prepare import prepare_search
 from tuner_job.results import leaderboard_text, write_results
 from tuner_job.trial_runner import format_values, public_values
-from tuner_job.trials import warm_start_trials
 
-__all__ = ["run_chief", "build_oracle", "load_warm_trials"]
+__all__ = ["run_chief"]
 
 log = logging.getLogger("tuner_job.chief")
-
-
-def build_oracle(config: SearchConfig, build_model: Any, objective: Objective) -> Any:
-    """The configured oracle, its space narrowed by `space` and populated from the hypermodel.
-
-    Args:
-        config: the search.
-        build_model: `build(hp) -> compiled keras.Model` (`load_hypermodel`); built here.
-        objective: the search's objective (`resolve_objective`).
-
-    Raises:
-        ConfigError: a `space` override names no hyperparameter or widens one.
-        HypermodelError: the hypermodel does not build a compiled model.
-    """
-    from tuner_job.space import apply_space
-
-    narrowed = None
-    if config.space:
-        scratch = _kt.make_oracle("random", objective=objective, max_trials=1, epochs=1, seed=0, hyperparameters=None)
-        _kt.populate_space(scratch, build_model)
-        narrowed = apply_space(scratch.hyperparameters, config.space)
-    oracle = _kt.make_oracle(
-        config.tuner,
-        objective=objective,
-        max_trials=config.max_trials,
-        epochs=config.epochs,
-        seed=config.seed,
-        hyperparameters=narrowed,
-        hyperband_factor=config.hyperband_factor,
-        max_retries_per_trial=config.max_retries_per_trial,
-        bayesian_initial_points=config.bayesian_initial_points,
-    )
-    _kt.populate_space(oracle, build_model)
-    return oracle
 
 
 class BestModelExporter:
@@ -122,26 +88,20 @@ def _prepare_run(config: SearchConfig, paths: RunPaths, fresh: bool) -> None:
         log.info("fresh run: removing %s", paths.root)
         shutil.rmtree(paths.root)
     paths.root.mkdir(parents=True, exist_ok=True)
-    previous = paths.config.read_text() if paths.config.is_file() else None
-    text = dump_config(config)
-    if previous is not None and previous != text:
-        log.warning("run %s resumes with a config that differs from its search.yaml; the new one is saved", config.run)
-    atomic_write_text(paths.config, text)
+    previous = _saved_config(paths)
+    if previous is not None and previous != config:
+        # What `prepare.check_resume` lets through takes effect now; say what.
+        changed = [key for key in SearchConfig.model_fields if getattr(previous, key) != getattr(config, key)]
+        changes = ", ".join(f"{key} {getattr(previous, key)!r} -> {getattr(config, key)!r}" for key in changed)
+        log.info("run %s resumes with a changed config (%s): the new values take effect", config.run, changes)
+    atomic_write_text(paths.config, dump_config(config))
 
 
-def _has_state(paths: RunPaths) -> bool:
-    """Whether a previous chief of this run left state (then this is a restart)."""
-    return (paths.tuner / "oracle.json").is_file() or any(paths.tuner.glob("trial_*/trial.json"))
-
-
-def load_warm_trials(config: SearchConfig, shared_dir: Any) -> list[Any]:
-    """The COMPLETED trials with a finite score of the run `config.warm_start` names, as `Trial`s.
-
-    Raises:
-        ConfigError: that run is this one or does not exist (see `trials.warm_start_trials`).
-    """
-    assert config.warm_start is not None
-    return [_kt.Trial.from_state(doc) for doc in warm_start_trials(shared_dir, config.warm_start, config.run)]
+def _saved_config(paths: RunPaths) -> SearchConfig | None:
+    try:
+        return load_config(paths.config) if paths.config.is_file() else None
+    except ConfigError:
+        return None
 
 
 def _seed_warm_start(config: SearchConfig, server: OracleServer, oracle: Any, warm: list[Any]) -> None:
@@ -212,7 +172,10 @@ async def _serve(
         log.info("%d seeded trials from run %s; max_trials %d -> %d so this run trains %d new trials",
                  seeded, config.warm_start, oracle.max_trials - seeded, oracle.max_trials, oracle.max_trials - seeded)
     stop_startup_health()  # the oracle's own server takes the port over
-    await server.start(role.oracle_host, role.oracle_port)
+    try:
+        await server.start(role.oracle_host, role.oracle_port)
+    except OSError:
+        raise bind_error(role.oracle_host, role.oracle_port) from None
     log.info(
         "oracle serving on %s:%d (%s, max_trials=%d, objective=%s)",
         role.oracle_host, server.port, config.tuner, config.max_trials, server.progress.objective.describe(),
@@ -245,27 +208,26 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
         0 when the search completed.
 
     Raises:
-        ConfigError, DataError, HypermodelError: bad input (exit 2), nothing written.
-        SearchFailedError: the search ended "failed" (exit 1); results are written first.
+        ConfigError, DataError, HypermodelError: bad input (exit 2), nothing written; or
+            (ConfigError) a trial showed the config wrong, e.g. an objective the
+            model does not log: results are written first.
+        SearchFailedError: the search ended "failed" (exit 1): the failure limit, or
+            no trial completed; results are written first.
     """
-    from tuner_job.data import list_image_folder, load_image_folder
-    from tuner_job.hypermodels import load_hypermodel
+    from tuner_job.data import load_image_folder
     from tuner_job.tensorboard_logs import write_experiment_config
 
     started = time.monotonic()
     configure_threads()  # TensorFlow is imported now: size its pools to the CPU limit
     if role.oracle_port:
         start_startup_health(role.oracle_host, role.oracle_port)  # a no-op unless a stage ended
-    objective = resolve_objective(config.objective, config.objective_direction)  # a direction no one can tell fails here
+    resolve_objective(config.objective, config.objective_direction)  # a direction no one can tell fails before any wait
     folder = paths.shared_dir / config.data
     wait_for_dataset(folder, config.data_wait_seconds)
     set_phase("decoding the dataset")
-    classes = list_image_folder(folder)
-    build = load_hypermodel(config.hypermodel, (*config.image_size, 3), len(classes))
-    oracle = build_oracle(config, build, objective)  # builds the model: a bad hypermodel fails here, before any write
-    warm = None
-    if config.warm_start and (fresh or not _has_state(paths)):
-        warm = load_warm_trials(config, paths.shared_dir)  # a missing run fails here, before any write
+    # Every check a user's input can fail, before anything is written (`prepare`).
+    prepared = prepare_search(config, paths, fresh)
+    objective, build, oracle, warm = prepared.objective, prepared.hypermodel, prepared.oracle, prepared.warm
     load_image_folder(folder, config.image_size, config.validation_split, config.seed)  # the cache, for the workers
     _prepare_run(config, paths, fresh)
     write_experiment_config(paths.logs, _kt.space_of(oracle.hyperparameters), objective)
@@ -282,5 +244,5 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
     log.info("TensorBoard logs: %s", paths.logs)
     log.info("search %s in %.1fs: %s", progress.state, time.monotonic() - started, progress.message)
     if progress.state == "failed":
-        raise SearchFailedError(progress.message)
+        raise ConfigError(progress.message) if progress.bad_input else SearchFailedError(progress.message)
     return 0

@@ -20,7 +20,9 @@ stages.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 import time
 from concurrent import futures
@@ -30,10 +32,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tuner_job.errors import DataError
+from tuner_job.contract import ENV_ORACLE_IP, ENV_ORACLE_PORT
+from tuner_job.errors import ConfigError, DataError
 from tuner_job.keepalive import server_options
 
 __all__ = [
+    "bind_error",
     "DATA_WAIT_MARKER",
     "ORACLE_SERVICE",
     "PREPARING",
@@ -88,10 +92,35 @@ _lock = threading.Lock()
 _current: _StartupHealth | None = None
 
 
-def start_startup_health(host: str, port: int) -> None:
+def bind_error(host: str, port: int) -> ConfigError:
+    """Why `host:port` cannot be bound, as one line: the port is in use, or the address is not this machine's.
+
+    A chief that cannot bind its port will not bind it after a restart either:
+    bad input (exit 2), never a crash.
+    """
+    reason = ""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = errno.errorcode.get(exc.errno or 0, "")
+    if reason == "EADDRNOTAVAIL":
+        return ConfigError(
+            f"the oracle cannot bind {host}:{port}: {host} is not an address of this machine ({ENV_ORACLE_IP} on the chief is 0.0.0.0)"
+        )
+    return ConfigError(
+        f"port {port} is in use: the oracle cannot bind {host}:{port}; stop what holds it, or choose another port "
+        f"({ENV_ORACLE_PORT}; tunectl local --port)"
+    )
+
+
+def start_startup_health(host: str, port: int, required: bool = False) -> None:
     """Hold `host:port` with the health service until the oracle serves; a no-op when already held.
 
-    A port that cannot be bound is only logged: the oracle's own bind reports it.
+    Raises:
+        ConfigError: `required` (the process's first bind) and the port cannot
+            be bound (`bind_error`). Otherwise a failure is only logged: the
+            oracle's own bind reports it.
     """
     global _current
     with _lock:
@@ -100,6 +129,8 @@ def start_startup_health(host: str, port: int) -> None:
         try:
             _current = _StartupHealth(host, port)
         except (OSError, RuntimeError) as exc:
+            if required:
+                raise bind_error(host, port) from None
             log.warning("health endpoint not started before the oracle: %s", exc)
 
 

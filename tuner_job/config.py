@@ -84,6 +84,11 @@ def stage_run(run: str, index: int) -> str:
     return f"{run}-s{index}"
 
 
+# KerasTuner's grid search walks its own linked order from its first trial:
+# given seeded trials, it has no trial to walk from and proposes nothing.
+_GRID_NO_WARM_START = "KerasTuner's grid search proposes nothing once seeded with earlier trials"
+
+
 def parse_stages(text: str) -> list[Stage]:
     """`random:60,bayesian:40` -> two stages; at least two, each `tuner:trials`."""
     stages = []
@@ -97,6 +102,8 @@ def parse_stages(text: str) -> list[Stage]:
         stages.append(Stage(tuner, int(count)))
     if len(stages) < 2:
         raise ValueError(f"a staged search needs at least two stages, but got {text!r}")
+    if any(stage.tuner == "grid" for stage in stages[1:]):
+        raise ValueError(f"grid can only be the first stage ({_GRID_NO_WARM_START}), but got {text!r}")
     return stages
 
 
@@ -142,6 +149,12 @@ class SearchConfig(_Strict):
         if not _RUN_NAME.match(value):
             raise ValueError(f"must be lowercase letters, digits, '.', '_' or '-' (at most 63), but got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _grid_is_not_warm_started(self) -> SearchConfig:
+        if self.warm_start and self.tuner == "grid":
+            raise ValueError(f"warm_start: {_GRID_NO_WARM_START}; use tuner random, bayesian or hyperband for a warm-started run")
+        return self
 
     @field_validator("stages")
     @classmethod

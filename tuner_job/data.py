@@ -1,4 +1,4 @@
-"""The image dataset: `<class>/*.png|jpg` on the shared volume, decoded once.
+"""The image dataset: `<class>/**/*.png|jpg|jpeg|bmp|gif` on the shared volume, decoded once.
 
 The first process to need a split decodes every image, resizes it, and writes
 the arrays under `<dataset>/.cache/<key>/`; every other process (and every
@@ -7,8 +7,15 @@ file lock; the cache appears by an atomic rename, so a half-built cache is
 never read. The key covers the file list (names, sizes, mtimes), the image
 size, the split and the seed: change any and a new cache is built.
 
-numpy and Pillow only: TensorFlow comes in when the arrays become a
-`tf.data.Dataset` (`as_tf_datasets`).
+Images are read as `keras.utils.image_dataset_from_directory` reads them: the
+same files (its extensions, any case, class subfolders walked), decoded by
+`tf.io.decode_image` (every bit depth and colour mode it handles, 3 channels,
+the first frame of a GIF) and resized by `tf.image.resize` (bilinear), so a
+model sees what it would see under Keras, to within the rounding to uint8.
+Hidden files and folders (macOS `._*` resource forks, `.ipynb_checkpoints`),
+which Keras would list and then fail on, are skipped and counted in the log.
+Listing needs only the standard library; TensorFlow is imported when a cache
+is built (`load_image_folder`) or read as a `tf.data.Dataset` (`as_tf_datasets`).
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from tuner_job.errors import DataError
 
@@ -32,8 +38,9 @@ __all__ = ["Dataset", "list_image_folder", "load_image_folder", "IMAGE_SUFFIXES"
 
 log = logging.getLogger("tuner_job.data")
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_CACHE_VERSION = 1
+# keras.utils.image_dataset_from_directory's ALLOWLIST_FORMATS, compared lower-case as it does.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class Dataset:
     `x_train`, `x_val`: uint8 RGB images, shape `(n, height, width, 3)`,
     values 0..255 (memory-mapped from the cache). `y_train`, `y_val`: int32
     class indexes, shape `(n,)`, into `classes` (the class folders' names, sorted).
+    `train_files`, `val_files`: each image's path relative to the data folder,
+    in the arrays' order (which images validate, and where a pixel came from).
     """
 
     classes: tuple[str, ...]
@@ -50,6 +59,8 @@ class Dataset:
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    train_files: tuple[str, ...] = ()
+    val_files: tuple[str, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -61,7 +72,13 @@ class Dataset:
 
 
 def list_image_folder(folder: Path) -> dict[str, list[Path]]:
-    """The image files (`*.png`, `*.jpg`, `*.jpeg`) of each class folder, by class name, sorted.
+    """The image files of each class folder, by class name, in Keras's order.
+
+    Classes are the folder's non-hidden subfolders, sorted. A class's images
+    are the files under its folder, at any depth, whose name ends in one of
+    `IMAGE_SUFFIXES` (any case), sorted by folder and then by name, as
+    `keras.utils.image_dataset_from_directory` lists them. Hidden files and
+    folders (a name starting with ".") are skipped, with a count in the log.
 
     Raises:
         DataError: the folder is missing, has fewer than 2 class folders, or a class folder holds no image.
@@ -72,11 +89,27 @@ def list_image_folder(folder: Path) -> dict[str, list[Path]]:
     if len(classes) < 2:
         raise DataError(f"data folder {folder} must hold at least 2 class folders (<class>/*.png|jpg), found {len(classes)}")
     files: dict[str, list[Path]] = {}
+    hidden = 0
     for class_dir in classes:
-        images = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images: list[Path] = []
+        walked = []
+        for root, dirs, names in os.walk(class_dir):
+            hidden += sum(1 for d in dirs if d.startswith("."))
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # not walked into
+            walked.append((root, names))
+        for root, names in sorted(walked, key=lambda entry: entry[0]):  # Keras's order: by folder, then by name
+            for name in sorted(names):
+                if not name.lower().endswith(IMAGE_SUFFIXES):
+                    continue
+                if name.startswith("."):
+                    hidden += 1
+                else:
+                    images.append(Path(root) / name)
         if not images:
-            raise DataError(f"class folder {class_dir} holds no images (*.png, *.jpg)")
+            raise DataError(f"class folder {class_dir} holds no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)})")
         files[class_dir.name] = images
+    if hidden:
+        log.info("skipped %d hidden image files and folders (names starting with '.', such as macOS '._*' files) under %s", hidden, folder)
     return files
 
 
@@ -90,13 +123,16 @@ def _cache_key(files: dict[str, list[Path]], image_size: tuple[int, int], valida
 
 
 def _decode(path: Path, image_size: tuple[int, int]) -> np.ndarray:
-    height, width = image_size
+    """One image as Keras's image loading makes it, rounded to uint8 `(height, width, 3)`."""
+    import tensorflow as tf
+
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB").resize((width, height), Image.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}") from None
+        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.OpError) as exc:
+        reason = (exc.message or "unreadable").splitlines()[0]
+        raise DataError(f"cannot decode image {path}: {reason}") from None
+    resized = tf.image.resize(image, image_size, method="bilinear")
+    return np.clip(np.rint(resized.numpy()), 0, 255).astype(np.uint8)
 
 
 def _split(labels: np.ndarray, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +152,7 @@ def _split(labels: np.ndarray, validation_split: float, seed: int) -> tuple[np.n
     return train_idx, val_idx
 
 
-def _build(files: dict[str, list[Path]], image_size: tuple[int, int], validation_split: float, seed: int, target: Path) -> None:
+def _build(folder: Path, files: dict[str, list[Path]], image_size: tuple[int, int], validation_split: float, seed: int, target: Path) -> None:
     started = time.monotonic()
     paths = [p for images in files.values() for p in images]
     labels = np.array([i for i, images in enumerate(files.values()) for _ in images], dtype=np.int32)
@@ -130,7 +166,12 @@ def _build(files: dict[str, list[Path]], image_size: tuple[int, int], validation
     try:
         for name, array in (("x_train", images[train_idx]), ("y_train", labels[train_idx]), ("x_val", images[val_idx]), ("y_val", labels[val_idx])):
             np.save(tmp / f"{name}.npy", array)
-        (tmp / "meta.json").write_text(json.dumps({"classes": list(files), "image_size": list(image_size), "count": len(paths)}))
+        names = [p.relative_to(folder).as_posix() for p in paths]
+        meta = {
+            "classes": list(files), "image_size": list(image_size), "count": len(paths),
+            "train_files": [names[i] for i in train_idx], "val_files": [names[i] for i in val_idx],
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
         for file in tmp.iterdir():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -147,15 +188,17 @@ def _build(files: dict[str, list[Path]], image_size: tuple[int, int], validation
 def _load(target: Path) -> Dataset:
     meta = json.loads((target / "meta.json").read_text())
     arrays = {name: np.load(target / f"{name}.npy", mmap_mode="r") for name in ("x_train", "y_train", "x_val", "y_val")}
-    return Dataset(classes=tuple(meta["classes"]), **arrays)
+    return Dataset(classes=tuple(meta["classes"]), train_files=tuple(meta["train_files"]), val_files=tuple(meta["val_files"]), **arrays)
 
 
 def load_image_folder(folder: Path, image_size: tuple[int, int], validation_split: float, seed: int) -> Dataset:
     """Train and validation splits of an image folder, from its cache (built once, by one process).
 
     Args:
-        folder: `<class>/*.png|jpg` (hidden folders such as `.cache` are not classes).
-        image_size: (height, width) in pixels every image is resized to (bilinear).
+        folder: `<class>/**/*.png|jpg|jpeg|bmp|gif` (`list_image_folder`; hidden
+            folders such as `.cache` are not classes).
+        image_size: (height, width) in pixels every image is resized to, as Keras
+            does (`tf.image.resize`, bilinear), then rounded to uint8.
         validation_split: the fraction of each class held out, in (0, 1); a
             class of two or more images has at least one image on each side.
         seed: seeds the split.
@@ -185,7 +228,7 @@ def load_image_folder(folder: Path, image_size: tuple[int, int], validation_spli
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 log.info("dataset cache ready after %.1fs", time.monotonic() - waited)
             if not (target / "meta.json").is_file():
-                _build(files, tuple(image_size), validation_split, seed, target)
+                _build(folder, files, tuple(image_size), validation_split, seed, target)
     except DataError:
         # Leave the dataset folder as we found it.
         lock_path.unlink(missing_ok=True)

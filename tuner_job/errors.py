@@ -7,6 +7,8 @@ file or value. The entry point prints it and exits with its `exit_code`.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "TunerJobError",
     "ConfigError",
@@ -20,6 +22,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_CHIEF_UNREACHABLE",
     "EXIT_CRASH",
+    "error_summary",
 ]
 
 EXIT_OK = 0
@@ -27,6 +30,17 @@ EXIT_SEARCH_FAILED = 1  # the search ended without completing (failure limit)
 EXIT_BAD_INPUT = 2  # config, dataset or hypermodel is wrong: retrying will not help
 EXIT_CHIEF_UNREACHABLE = 3  # a worker gave up waiting for the chief
 EXIT_CRASH = 70  # an unexpected error (EX_SOFTWARE): worth a restart
+
+
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line, without terminal colours, at most `limit` characters.
+
+    Keras wraps a layer's error in a many-line, coloured message; a log line or a
+    leaderboard cell needs one line.
+    """
+    message = " ".join(line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class TunerJobError(Exception):

@@ -14,6 +14,7 @@ be inferred from a name.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 from tuner_job.errors import ConfigError
 
-__all__ = ["DIRECTIONS", "Objective", "finite", "infer_direction", "resolve_objective"]
+__all__ = ["DIRECTIONS", "Objective", "ObjectiveNotLoggedError", "finite", "infer_direction", "resolve_objective"]
 
 DIRECTIONS = ("min", "max")
 
@@ -31,6 +32,20 @@ def finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+class ObjectiveNotLoggedError(ConfigError):
+    """The model does not log the objective at all: the config names a metric it does not have (bad input, exit 2)."""
+
+
+def not_logged(name: str, logged: Iterable[str]) -> ObjectiveNotLoggedError:
+    """The one line for objective `name` missing from the metrics `logged`, with the closest one offered (difflib)."""
+    names = sorted(set(logged))
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`? " if close else ""
+    return ObjectiveNotLoggedError(
+        f"objective: the model does not log {name!r} (it logs {', '.join(names) or 'nothing'}); {hint}set objective: in search.yaml to one of them"
+    )
 
 
 @dataclass(frozen=True)
@@ -89,16 +104,24 @@ class Objective:
             `(epoch, logs)`; on a tie the earliest epoch, as `ModelCheckpoint(save_best_only=True)` keeps it.
 
         Raises:
-            ValueError: no epoch logged this objective as a finite number.
+            ObjectiveNotLoggedError: no epoch logged this objective at all (the config is wrong).
+            ValueError: it was logged, but never as a finite number (the trial diverged).
         """
+        self.require_logged(name for logs in history.values() for name in logs)
         chosen: tuple[int, dict[str, float]] | None = None
         for epoch, logs in sorted(((int(e), dict(v)) for e, v in history.items()), key=lambda item: item[0]):
             if self.better(logs.get(self.name), None if chosen is None else chosen[1][self.name]):
                 chosen = (epoch, logs)
         if chosen is None:
-            seen = sorted({name for logs in history.values() for name in logs})
-            raise ValueError(f"objective {self.name!r} was not among the metrics {seen}")
+            values = [logs[self.name] for logs in history.values() if self.name in logs]
+            raise ValueError(f"objective {self.name!r} was never a finite number: {values}")
         return chosen
+
+    def require_logged(self, logged: Iterable[str]) -> None:
+        """Raise `ObjectiveNotLoggedError` (did you mean ...?) unless this objective is among the metric names `logged`."""
+        names = set(logged)
+        if self.name not in names:
+            raise not_logged(self.name, names)
 
     def describe(self) -> str:
         """`val_loss (lower is better)`."""

@@ -32,7 +32,7 @@ from tuner_job.chief_startup import PREPARING
 from tuner_job.errors import ChiefUnreachableError, SearchFailedError
 from tuner_job.keepalive import client_options
 from tuner_job.layout import RunPaths, read_json
-from tuner_job.oracle_server import SEARCH_MESSAGE_KEY, SEARCH_RUN_KEY, SEARCH_STATE_KEY
+from tuner_job.oracle_server import BAD_INPUT_KEY, SEARCH_MESSAGE_KEY, SEARCH_RUN_KEY, SEARCH_STATE_KEY
 
 __all__ = ["OracleClient", "SearchEnded"]
 
@@ -114,14 +114,14 @@ class OracleClient:
             return True
         return False
 
-    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
+    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None = None, metadata: Any = None) -> Any:
         """One RPC, retried while the chief is away, up to `chief_wait_seconds`."""
         started = time.monotonic()
         last_log = 0.0
         preparing_logged = -math.inf
         while True:
             try:
-                response, call = method.with_call(request, timeout=timeout or self.rpc_timeout, wait_for_ready=True)
+                response, call = method.with_call(request, timeout=timeout or self.rpc_timeout, wait_for_ready=True, metadata=metadata)
                 self._read_trailers(call)
                 return response
             except grpc.RpcError as exc:
@@ -175,8 +175,10 @@ class OracleClient:
         response = self._call(self._stub.UpdateTrial, _kt.pb.UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step))
         return _kt.Trial.from_proto(response.trial)
 
-    def end_trial(self, trial: Any) -> None:
-        self._call(self._stub.EndTrial, _kt.pb.EndTrialRequest(trial=trial.to_proto()))
+    def end_trial(self, trial: Any, bad_input: str | None = None) -> None:
+        """Report a trial's end; `bad_input` (one line) says it showed the config to be wrong: the chief ends the search."""
+        metadata = ((BAD_INPUT_KEY, bad_input.encode("ascii", "replace").decode()),) if bad_input else None
+        self._call(self._stub.EndTrial, _kt.pb.EndTrialRequest(trial=trial.to_proto()), metadata=metadata)
 
     def get_trial(self, trial_id: str) -> Any:
         """Also the heartbeat: it renews the trial's lease on the chief."""

@@ -19,8 +19,10 @@ Contract:
 - CreateTrial never answers STOPPED while trials are in flight (one may come
   back to the queue); it waits for a change instead of answering IDLE at once,
   so workers do not busy-poll.
-- The search ends "completed" when the budget is spent and nothing is in
-  flight, or "failed" after `max_consecutive_failed_trials` failures. Either way
+- The search ends "completed" when the budget is spent, nothing is in flight
+  and a trial completed; "failed" when none did, after `max_consecutive_failed_trials`
+  failures in a row, or at once when a worker ends a trial with `BAD_INPUT_KEY`
+  (the config is wrong: `progress.bad_input`, the chief exits 2). Either way
   waiting workers are answered at once and `serve()` returns; every response
   carries the state in its trailing metadata (`x-search-state`).
 """
@@ -46,13 +48,14 @@ from tuner_job.leases import TrialLeases
 from tuner_job.progress import SearchProgress
 from tuner_job.state_store import StateStore
 
-__all__ = ["OracleServer", "SEARCH_STATE_KEY", "SEARCH_MESSAGE_KEY", "SEARCH_RUN_KEY"]
+__all__ = ["OracleServer", "SEARCH_STATE_KEY", "SEARCH_MESSAGE_KEY", "SEARCH_RUN_KEY", "BAD_INPUT_KEY"]
 
 log = logging.getLogger("tuner_job.chief")
 
 SEARCH_STATE_KEY = "x-search-state"
 SEARCH_MESSAGE_KEY = "x-search-message"
 SEARCH_RUN_KEY = "x-search-run"  # the run a trial belongs to (a staged search moves on)
+BAD_INPUT_KEY = "x-bad-input"  # EndTrial metadata: this trial showed the config wrong, in one line (a `Trial` has no error text)
 SERVICE_NAME = ORACLE_SERVICE
 _TERMINAL = (_kt.TrialStatus.COMPLETED, _kt.TrialStatus.FAILED)
 
@@ -170,8 +173,8 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         budget_spent = self.progress.exhausted or (oracle.max_trials is not None and len(oracle.trials) >= oracle.max_trials)
         return budget_spent and not oracle.ongoing_trials and not _kt_state.has_queued(oracle)
 
-    def _finish(self, state: str, message: str) -> None:
-        if not self.progress.finish(state, message):
+    def _finish(self, state: str, message: str, bad_input: bool = False) -> None:
+        if not self.progress.finish(state, message, bad_input):
             return
         log.info("search %s: %s", state, message)
         assert self._finished is not None
@@ -240,7 +243,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                     self.oracle.max_trials is not None and len(self.oracle.trials) >= self.oracle.max_trials
                 )
                 if self._search_done():
-                    self._finish("completed", self.progress.summary())
+                    self._finish(*self.progress.conclusion())
                     await self.store.commit()
                     await self._notify()
                     continue
@@ -282,6 +285,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             return _kt.pb.EndTrialResponse()
         known = self.oracle.trials[trial_id]
         ended = self._protos.from_proto(request.trial, known)
+        bad_input = dict(context.invocation_metadata() or ()).get(BAD_INPUT_KEY)  # no other trial would do better
         self._protos.forget(trial_id)
         if not known.metrics.exists(self.oracle.objective.name) and ended.metrics.exists(self.oracle.objective.name):
             known.metrics = ended.metrics  # an UpdateTrial that a restarted chief never saved
@@ -293,14 +297,16 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             self.store.journal_end(trial)
         if self.on_trial_end is not None and trial.status in _TERMINAL:
             self.on_trial_end(trial)
-        if self.progress.failed_too_often:
+        if bad_input is not None:
+            self._finish("failed", bad_input, bad_input=True)
+        elif self.progress.failed_too_often:
             self._finish(
                 "failed",
                 f"{self.progress.consecutive_failures} consecutive trials failed (max_consecutive_failed_trials="
                 f"{self.progress.max_consecutive_failed_trials}); last: trial {trial_id}",
             )
         elif self._search_done():
-            self._finish("completed", self.progress.summary())
+            self._finish(*self.progress.conclusion())
         await self.store.commit()
         await self._notify()
         self._metadata(context)
@@ -371,7 +377,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         if self.progress.restored_failure is not None:
             self._finish("failed", self.progress.restored_failure)
         elif self._search_done() and self.oracle.trials:
-            self._finish("completed", self.progress.summary())
+            self._finish(*self.progress.conclusion())
         return server
 
     async def wait(self, linger_seconds: float = 1.0) -> None:

@@ -76,6 +76,8 @@ class SearchProgress:
     exhausted: bool = False  # the oracle said STOPPED at least once
     finished_at: float | None = None  # wall-clock time the verdict came (the benchmark reads it)
     restored_failure: str | None = None  # a failed verdict a restart found, to repeat at start
+    bad_input: bool = False  # the verdict is "failed" because a trial showed the config to be wrong (exit 2)
+    last_failed: str | None = None  # the last trial that failed here (the verdict names it)
     scoreboard: Scoreboard = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,18 +90,33 @@ class SearchProgress:
         """
         if not restored:
             self.consecutive_failures = 0 if completed else self.consecutive_failures + 1
+        if not completed:
+            self.last_failed = trial_id
         return self.scoreboard.count(trial_id, completed, score)
 
     @property
     def failed_too_often(self) -> bool:
         return self.consecutive_failures >= self.max_consecutive_failed_trials
 
-    def finish(self, state: str, message: str) -> bool:
-        """Give the verdict once; return whether this call gave it."""
+    def finish(self, state: str, message: str, bad_input: bool = False) -> bool:
+        """Give the verdict once; return whether this call gave it (`bad_input`: a failure the config caused)."""
         if self.state != "running":
             return False
         self.state, self.message, self.finished_at = state, message, time.time()
+        self.bad_input = bad_input and state == "failed"
         return True
+
+    def conclusion(self) -> tuple[str, str]:
+        """The verdict once the budget is spent: "completed" only when at least one trial completed here.
+
+        A search whose every trial failed (fewer of them than the failure
+        limit) is "failed", never "completed": its exit code is 1, not 0.
+        """
+        board = self.scoreboard
+        if board.completed == 0:
+            last = f"; the last was trial {self.last_failed} (its error is in errors/trial_{self.last_failed}.txt)" if self.last_failed else ""
+            return "failed", f"no trial completed ({board.failed} failed{last})"
+        return "completed", self.summary()
 
     def summary(self) -> str:
         """`5 trials (4 completed, 1 failed), best val_loss 0.1234 (trial 3)`."""
@@ -139,5 +156,6 @@ class SearchProgress:
             "best": None if board.best is None else {"trial_id": board.best[0], "score": board.best[1]},
             "consecutive_failures": self.consecutive_failures,
             "exhausted": self.exhausted,
+            "bad_input": self.bad_input,
             "updated": time.time(),
         }

@@ -73,15 +73,39 @@ def _describe(base: Any) -> str:
     return type(base).__name__
 
 
+def _with_parents(names: set[str], by_name: dict[str, Any]) -> set[str]:
+    """`names` and every hyperparameter their conditions name, up the chain (`arch` -> `depth` -> `units_2`)."""
+    needed, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in needed or name not in by_name:
+            continue
+        needed.add(name)
+        todo += [parent for parent, _ in _kt.describe_hp(by_name[name]).conditions]  # type: ignore[union-attr]
+    return needed
+
+
 def apply_space(discovered: Any, overrides: dict[str, Any]) -> Any | None:
-    """HyperParameters declaring the narrowed definitions, or None when there are none."""
+    """HyperParameters declaring the narrowed definitions, or None when there are none.
+
+    A conditional hyperparameter keeps its conditions, and its parents are
+    declared before it, as the hypermodel declares them (narrowed where they
+    have an override themselves): KerasTuner gives a hyperparameter a value
+    only where the parents its conditions name exist, so a child declared
+    alone would have none when its branch is built (a `KeyError` in the chief).
+    """
     if not overrides:
         return None
     by_name = {hp.name: hp for hp in discovered.space}
-    hps = _kt.HyperParameters()
-    for name, override in overrides.items():
+    for name in overrides:
         if name not in by_name:
             known = ", ".join(sorted(n for n in by_name if not n.startswith("tuner/")))
             raise ConfigError(f"space.{name}: the hypermodel has no hyperparameter named {name!r} (it has: {known})")
-        hps.merge([_narrow_one(name, by_name[name], override)])
+    needed = _with_parents(set(overrides), by_name)
+    hps = _kt.HyperParameters()
+    for hp in discovered.space:  # the hypermodel's order: parents first
+        if hp.name in overrides:
+            hps.merge([_narrow_one(hp.name, hp, overrides[hp.name])])
+        elif hp.name in needed:
+            hps.merge([hp])
     return hps

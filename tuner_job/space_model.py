@@ -17,7 +17,7 @@ from typing import Any
 
 from tuner_job.config import ChoiceOverride, FixedOverride, RangeOverride
 
-__all__ = ["Hyperparameter", "same_value", "parse_space", "space_from_trials", "apply_overrides", "values_inside", "show"]
+__all__ = ["Hyperparameter", "same_value", "point_key", "parse_space", "space_from_trials", "apply_overrides", "values_inside", "show"]
 
 EPS = 1e-9  # grid arithmetic tolerance: KerasTuner writes 3 * 0.1 as 0.30000000000000004
 
@@ -41,6 +41,28 @@ def same_value(a: Any, b: Any) -> bool:
         except (TypeError, ValueError):
             return False
     return a == b
+
+
+def point_key(values: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, Any]], ...]:
+    """A trial's point as a hashable key: two trials are the same point when their keys are equal.
+
+    `same_value`'s rule in a form a set can hold: the hyperparameters' values
+    without Hyperband's `tuner/...` bookkeeping, numbers to 10 significant
+    digits (grid noise: 0.30000000000000004 is 0.3, and 4 is 4.0), a bool
+    never equal to a number.
+    """
+    items = []
+    for name, value in values.items():
+        if name.startswith("tuner/"):
+            continue
+        if isinstance(value, bool):
+            key: tuple[str, Any] = ("bool", value)
+        elif isinstance(value, (int, float)):
+            key = ("number", float(f"{float(value):.10g}"))
+        else:
+            key = (type(value).__name__, value)
+        items.append((name, key))
+    return tuple(sorted(items))
 
 
 def _member(value: Any, allowed: Iterable[Any]) -> bool:

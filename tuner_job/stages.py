@@ -8,9 +8,11 @@ stage that ends tells them to wait (`OracleServer(next_run=...)`), and each
 trial names the run it belongs to. `tunectl study` runs exactly this.
 
 A restarted chief walks the stages again: a finished stage reloads as complete
-at once, and its narrowing gives the same next space. A stage that cannot be
-narrowed (its predecessor completed no trial) ends the chief with exit 2 and
-one line, and marks the next run failed so that the waiting workers stop.
+at once, and its narrowing gives the same next space. A stage in which no
+trial completed fails (`SearchProgress.conclusion`), so the next is never
+narrowed around nothing; a stage that cannot be narrowed otherwise (the
+previous run is gone) ends the chief with exit 2 and one line, and marks the
+next run failed so that the waiting workers stop.
 """
 
 from __future__ import annotations

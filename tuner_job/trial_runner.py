@@ -12,13 +12,18 @@
 - Each epoch ends with a word to the chief (the lease), and a heartbeat thread
   speaks during long epochs. When the chief says the search failed, training
   stops after the current batch.
+- The model is built and trained by the hypermodel (`build`, then its `fit`,
+  at the trial's batch size: `trial_fit`); each epoch's line in the attempts
+  file carries its step count and batch size.
+- An objective the model does not log is not one more failed trial but a
+  wrong config: the trial ends FAILED with a bad-input message (the chief
+  stops the search with exit 2) and the worker stops with exit 2.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import threading
 import time
@@ -28,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from tuner_job.config import SearchConfig
-from tuner_job.errors import SearchFailedError
+from tuner_job.errors import SearchFailedError, error_summary
 from tuner_job.layout import RunPaths, atomic_write_json, atomic_write_text, read_json
-from tuner_job.objective import resolve_objective
+from tuner_job.objective import ObjectiveNotLoggedError, resolve_objective
 from tuner_job.tensorboard_logs import write_trial_hparams
+from tuner_job.trial_fit import BatchedData, FitRecord, fit_trial, history_from_result, trial_batch_size
 
 __all__ = ["TrialRunner", "TrialOutcome", "public_values", "format_values"]
 
@@ -47,13 +53,6 @@ def format_values(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(public_values(values).items()))
 
 
-def error_summary(exc: BaseException, limit: int = 300) -> str:
-    """`Type: message` on one line, without terminal colours, at most `limit` characters."""
-    message = " ".join(line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip())
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _format_logs(logs: dict[str, Any]) -> str:
     return " ".join(f"{k}={float(v):.4f}" for k, v in sorted(logs.items()) if isinstance(v, (int, float)))
 
@@ -62,8 +61,9 @@ def _format_logs(logs: dict[str, Any]) -> str:
 class TrialOutcome:
     """What training one trial came to, for the chief.
 
-    `status` is COMPLETED, or INVALID (an error: the oracle retries it up to
-    `max_retries_per_trial`, then fails it); `metrics` the best epoch's logs
+    `status` is COMPLETED, INVALID (an error: the oracle retries it up to
+    `max_retries_per_trial`, then fails it), or FAILED when the error is the
+    search's input (`bad_input`: the chief ends the search, exit 2); `metrics` the best epoch's logs
     (averaged over executions); `best_step` that epoch (0-based, of the first
     execution); `seconds` the wall time; `message` the traceback of an error.
     """
@@ -73,6 +73,7 @@ class TrialOutcome:
     best_step: int
     seconds: float
     message: str | None = None
+    bad_input: str | None = None  # the search's input is wrong (one line): the worker stops with exit 2
 
 
 class _Heartbeat(threading.Thread):
@@ -120,8 +121,8 @@ class TrialRunner:
         config: the search.
         paths: the run the trials belong to (a staged search moves it on).
         tuner_id: this worker's id (its attempts file, its log lines).
-        build_model: `build(hp) -> compiled keras.Model` (`load_hypermodel`).
-        train, val: the `tf.data.Dataset`s `fit` trains and validates on (`as_tf_datasets`).
+        hypermodel: the `LoadedHypermodel`: it builds each trial's model, and its `fit` trains it (`trial_fit`).
+        data: the train and validation pipelines by batch size (`trial_fit.BatchedData`).
         client: the `OracleClient` (heartbeats, and the search's state).
 
     The objective's direction (`objective.resolve_objective`, as the chief's)
@@ -131,14 +132,15 @@ class TrialRunner:
         ConfigError: the objective's direction cannot be told (set `objective_direction`).
     """
 
-    def __init__(self, config: SearchConfig, paths: RunPaths, tuner_id: str, build_model: Any, train: Any, val: Any, client: Any):
+    def __init__(self, config: SearchConfig, paths: RunPaths, tuner_id: str, hypermodel: Any, data: BatchedData, client: Any):
         self.config = config
         self.paths = paths
         self.tuner_id = tuner_id
-        self.build_model = build_model
-        self.train, self.val = train, val
+        self.hypermodel = hypermodel
+        self.data = data
         self.client = client
         self.objective = resolve_objective(config.objective, config.objective_direction)
+        self._fit = FitRecord(config.batch_size)
 
     def _event(self, **event: Any) -> None:
         event = {"worker": self.tuner_id, "time": time.time(), **event}
@@ -161,11 +163,20 @@ class TrialRunner:
 
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
                 logs = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+                if not runner.objective.name.startswith("val_") or any(k.startswith("val_") for k in logs):
+                    runner.objective.require_logged(logs)  # a wrong objective: stop at the first epoch that shows it
                 history[str(epoch)] = logs
                 atomic_write_json(history_file, history)
                 seconds = time.monotonic() - self.started
-                runner._event(trial=trial_id, event="epoch", epoch=epoch, execution=execution, seconds=seconds, logs=logs)
-                log.info("trial %s epoch %d/%d %s (%.1fs)", trial_id, epoch + 1, self.params.get("epochs", 0), _format_logs(logs), seconds)
+                # The step count shows the batch size `fit` used (`trial_fit`).
+                steps, batch_size = self.params.get("steps"), runner._fit.batch_size
+                runner._event(
+                    trial=trial_id, event="epoch", epoch=epoch, execution=execution, seconds=seconds, logs=logs, steps=steps, batch_size=batch_size
+                )
+                log.info(
+                    "trial %s epoch %d/%d %s (%.1fs, %s steps of %d)",
+                    trial_id, epoch + 1, self.params.get("epochs", 0), _format_logs(logs), seconds, steps, batch_size,
+                )  # fmt: skip
                 try:
                     runner.client.get_trial(trial_id)  # the lease
                 except SearchFailedError:
@@ -204,28 +215,33 @@ class TrialRunner:
         trial_id = trial.trial_id
         epochs = int(values.get("tuner/epochs", self.config.epochs))
         initial_epoch = int(values.get("tuner/initial_epoch", 0))
-        model = self.build_model(trial.hyperparameters)
+        model = self.hypermodel.build(trial.hyperparameters)
         history_file = self.paths.backup(trial_id) / f"execution_{execution}.history.json"
         backup_dir = self.paths.backup(trial_id) / f"execution_{execution}"
         if not _backup_restores(model, backup_dir):
             log.warning("trial %s: its backup %s cannot be restored (torn by a stopped worker); it restarts from epoch 0", trial_id, backup_dir)
             shutil.rmtree(backup_dir, ignore_errors=True)
             history_file.unlink(missing_ok=True)
-            model = self.build_model(trial.hyperparameters)  # the failed load may have set some weights
+            model = self.hypermodel.build(trial.hyperparameters)  # the failed load may have set some weights
         previous = values.get("tuner/trial_id")
         if previous and self.paths.checkpoint(str(previous)).is_file():
             model.load_weights(str(self.paths.checkpoint(str(previous))))  # Hyperband: continue the earlier trial
         history: dict[str, dict[str, float]] = read_json(history_file) or {}
         if history:
             log.info("trial %s resumes after epoch %d of %d", trial_id, max(int(e) for e in history) + 1, epochs)
-        self.train_model(model, epochs, initial_epoch, self._callbacks(trial_id, execution, history_file, history))
+        result = self.train_model(trial.hyperparameters, model, epochs, initial_epoch, self._callbacks(trial_id, execution, history_file, history))
         if self.client.search_state == "failed":
             self.client.raise_if_ended()
+        if not history:  # the hypermodel's own fit trained without our callbacks: take what it returned
+            history.update(history_from_result(result, self.objective.name))
         return history
 
-    def train_model(self, model: Any, epochs: int, initial_epoch: int, callbacks: list[Any]) -> None:
-        """`model.fit` on the worker's datasets (a seam the benchmark times)."""
-        model.fit(self.train, validation_data=self.val, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+    def train_model(self, hp: Any, model: Any, epochs: int, initial_epoch: int, callbacks: list[Any]) -> Any:
+        """The hypermodel's `fit` on the worker's data at the trial's batch size (`trial_fit`; a seam the benchmark times)."""
+        batch_size = trial_batch_size(hp.values, self.config.batch_size)
+        return fit_trial(
+            self.hypermodel, hp, model, self.data, batch_size, self._fit, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0
+        )
 
     def run(self, trial: Any) -> TrialOutcome:
         """Train `trial` (each execution, resuming from its backup) and pick each execution's best epoch.
@@ -254,6 +270,12 @@ class TrialRunner:
             outcome = TrialOutcome("COMPLETED", metrics, bests[0][0], time.monotonic() - started)
         except SearchFailedError:
             raise
+        except ObjectiveNotLoggedError as exc:
+            # The config names a metric the model does not log: every trial would fail alike.
+            line = str(exc)
+            atomic_write_text(self.paths.error_file(trial_id), f"trial {trial_id} on {self.tuner_id}\n{traceback.format_exc()}\n{line}\n")
+            log.error("trial %s: %s", trial_id, line)
+            outcome = TrialOutcome("FAILED", {}, 0, time.monotonic() - started, message=line, bad_input=line)
         except Exception as exc:
             text = traceback.format_exc()
             # Last line: the error in one line (`tunectl results` shows it);
@@ -273,7 +295,7 @@ class TrialRunner:
             trial.metrics = self.client.update_trial(trial_id, outcome.metrics, step=outcome.best_step).metrics
         trial.status = outcome.status
         trial.message = outcome.message
-        self.client.end_trial(trial)
+        self.client.end_trial(trial, bad_input=outcome.bad_input)
         if outcome.status == "COMPLETED":
             shutil.rmtree(self.paths.backup(trial_id), ignore_errors=True)
         score = outcome.metrics.get(self.objective.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -10,9 +11,11 @@ from tuner_job import _kt
 from tuner_job.config import SearchConfig
 from tuner_job.devices import configure_threads, require_gpus
 from tuner_job.env import Role
+from tuner_job.errors import ConfigError, SearchFailedError
 from tuner_job.layout import RunPaths
 from tuner_job.objective import resolve_objective
 from tuner_job.oracle_client import OracleClient, SearchEnded
+from tuner_job.trial_fit import BatchedData
 from tuner_job.trial_runner import TrialRunner
 
 __all__ = ["run_worker"]
@@ -32,15 +35,19 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
         0 when the search completed.
 
     Raises:
-        ConfigError: the objective's direction cannot be told (exit 2), before the chief is asked.
+        ConfigError: the objective's direction cannot be told (exit 2), before the chief is asked;
+            or a trial showed that the model does not log the objective (exit 2, after reporting it).
         DataError, HypermodelError: bad input (exit 2).
         SearchFailedError: the chief says the search failed (exit 1).
         ChiefUnreachableError: no chief answered for `chief_wait_seconds` (exit 3).
     """
-    from tuner_job.data import as_tf_datasets, load_image_folder
+    from tuner_job.data import as_tf_datasets, list_image_folder, load_image_folder
     from tuner_job.hypermodels import load_hypermodel
 
     resolve_objective(config.objective, config.objective_direction)  # as the chief does: fail before waiting for it
+    folder = paths.shared_dir / config.data
+    if folder.is_dir():
+        list_image_folder(folder)  # a bad layout stops this worker now; a folder still to come is the chief's to wait for
 
     # tf.data is shuffled already; Keras warns that its own shuffle is ignored.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
@@ -56,10 +63,10 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
     )
     try:
         client.wait_for_chief()
-        data = load_image_folder(paths.shared_dir / config.data, config.image_size, config.validation_split, config.seed)
-        build = load_hypermodel(config.hypermodel, data.input_shape, data.num_classes)
-        train, val = as_tf_datasets(data, config.batch_size, config.seed)
-        runner = TrialRunner(config, paths, role.tuner_id, build, train, val, client)
+        data = load_image_folder(folder, config.image_size, config.validation_split, config.seed)
+        hypermodel = load_hypermodel(config.hypermodel, data.input_shape, data.num_classes)
+        batched = BatchedData(lambda batch_size: as_tf_datasets(data, batch_size, config.seed))
+        runner = TrialRunner(config, paths, role.tuner_id, hypermodel, batched, client)
         log.info("%s ready after %.1fs: %d classes, input %s", role.tuner_id, time.monotonic() - started, data.num_classes, data.input_shape)
         while True:
             trial = client.create_trial()
@@ -70,6 +77,11 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
                 continue  # the chief already waited before answering IDLE
             runner.paths = client.paths  # a staged search moves from run to run
             outcome = runner.run(trial)
+            if outcome.bad_input:
+                # The chief ends the search for every worker (it may have done so already, for another's report).
+                with contextlib.suppress(SearchFailedError):
+                    runner.finish(trial, outcome)
+                raise ConfigError(outcome.bad_input)
             runner.finish(trial, outcome)
             trained += 1
     except SearchEnded as ended:

@@ -53,7 +53,7 @@ def _describe(folder: Path) -> str:
 
 
 def check_layout(source: Path) -> dict[str, list[Path]]:
-    """The images of each class of `source` (`<class>/*.png|jpg`), as the chief will read them.
+    """The images of each class of `source` (`<class>/**/*.png|jpg|...`), as the chief will read them.
 
     Raises BadInputError (exit 2) naming the folder, what it holds, and the
     sub-folder that is a dataset when `source` is one level too high.
@@ -83,6 +83,13 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _relative(files: dict[str, list[Path]]) -> list[tuple[Path, str]]:
+    """Each image with its path inside the dataset (`<class>/...`): images in a class's
+    subfolders keep them, so two with one name in different subfolders both arrive."""
+    root = Path(os.path.commonpath([str(p) for images in files.values() for p in images]))  # 2 classes or more: the dataset
+    return [(image, image.relative_to(root).as_posix()) for images in files.values() for image in images]
+
+
 def copy_to_host_folder(files: dict[str, list[Path]], shared_dir: Path, name: str) -> Path:
     """Copy the images to `<shared_dir>/data/<name>`: whole by a rename, or merged into one that exists."""
     data = Path(shared_dir) / "data"
@@ -90,10 +97,9 @@ def copy_to_host_folder(files: dict[str, list[Path]], shared_dir: Path, name: st
     staging = data / f".{name}.tunectl-{os.getpid()}"
     data.mkdir(parents=True, exist_ok=True)
     try:
-        for label, images in files.items():
-            (staging / label).mkdir(parents=True, exist_ok=True)
-            for image in images:
-                shutil.copy2(image, staging / label / image.name)
+        for image, inside in _relative(files):
+            (staging / inside).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(image, staging / inside)
         if target.exists():
             shutil.copytree(staging, target, dirs_exist_ok=True)
         else:
@@ -168,14 +174,13 @@ _PUBLISH = (
 def _write_tar(files: dict[str, list[Path]]) -> Any:
     def write(stdin: BinaryIO) -> None:
         with tarfile.open(fileobj=stdin, mode="w|") as archive:
-            for label, images in files.items():
-                for image in images:
-                    info = archive.gettarinfo(str(image), arcname=f"{label}/{image.name}")
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    info.mode = 0o664
-                    with open(image, "rb") as handle:
-                        archive.addfile(info, handle)
+            for image, inside in _relative(files):
+                info = archive.gettarinfo(str(image), arcname=inside)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mode = 0o664
+                with open(image, "rb") as handle:
+                    archive.addfile(info, handle)
 
     return write
 

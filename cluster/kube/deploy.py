@@ -26,7 +26,7 @@ from typing import Any
 import typer
 import yaml
 
-from cluster.errors import LauncherError
+from cluster.errors import BadInputError, LauncherError
 from cluster.kube import kind, release
 from cluster.kube.preflight import Preflight
 from cluster.kube.status import chief_job_state, claim_names, newest_pod, pending_claim_line
@@ -200,7 +200,7 @@ def deploy(
             typer.echo(f"kind cluster: using {preset} under your values")
             layered.insert(0, preset)
         elif kind_preset:
-            raise LauncherError(f"--kind: the chart has no {preset}")
+            raise BadInputError(f"--kind: the chart has no {preset}")
     objects = release.render(pf.release_name, chart, pf.namespace, layered, sets)
     if kind_cluster is not None:
         _check_kind(kind_cluster, objects)

@@ -11,7 +11,7 @@ import typer
 import yaml
 
 from cluster import __version__
-from cluster.errors import LauncherError
+from cluster.errors import BadInputError, LauncherError
 from cluster.kube.tools import find_tool, run_tool
 from tuner_job.contract import SHARED_MOUNT
 
@@ -54,9 +54,9 @@ def render_kind_config(shared_dir: Path, gpu: bool = False, template: Path | Non
         config = yaml.safe_load(Path(source).read_text())
     except (OSError, yaml.YAMLError) as exc:
         reason = " ".join(str(exc).split())
-        raise LauncherError(f"cannot read the kind config {source}: {reason}") from None
+        raise BadInputError(f"cannot read the kind config {source}: {reason}") from None
     if not isinstance(config, dict) or config.get("kind") != "Cluster":
-        raise LauncherError(f"{source} is not a kind config (kind: Cluster)")
+        raise BadInputError(f"{source} is not a kind config (kind: Cluster)")
     host = str(Path(shared_dir).expanduser().resolve())
     for node in config.get("nodes", []):
         for mount in node.get("extraMounts", []):
@@ -97,7 +97,7 @@ def delete_cluster(name: str) -> None:
 def build_and_load_images(tag: str, cluster: str | None, context: Path) -> list[str]:
     """`docker build` both images from `context`, then `kind load` each into `cluster` (if given)."""
     if cluster is not None and not cluster_exists(cluster):
-        raise LauncherError(f"no kind cluster named {cluster!r}; run `tunectl up` first")
+        raise BadInputError(f"no kind cluster named {cluster!r}; run `tunectl up` first")
     built = []
     for repository, dockerfile in IMAGES.items():
         image = f"{repository}:{tag}"

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cluster.errors import LauncherError, user_errors
+from cluster.errors import BadInputError, LauncherError, user_errors
 from cluster.kube import dataset, kind, release
 from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, Context, LocalShared, Namespace, Release
 from cluster.kube.preflight import preflight
@@ -136,7 +136,7 @@ def logs(
     """Print (or follow) the chief's or a worker's log."""
     with user_errors():
         if chief == (worker is not None):
-            raise LauncherError("pass exactly one of --chief or --worker I")
+            raise BadInputError("pass exactly one of --chief or --worker I")
         pf = preflight(release_name, namespace, context, need_release=True)
         pod = pf.cluster.pod_for(release_name, "chief" if chief else "worker", worker)
         pf.cluster.write_logs(pod.metadata.name, follow=follow, tail=tail)

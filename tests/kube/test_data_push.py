@@ -167,3 +167,21 @@ def test_the_helper_pod_is_deleted_when_the_copy_fails(fake_api, fake_tools, tmp
     assert result.exit_code == 1, result.output
     assert "error: kubectl exec failed: error: tar: can't open '.toonvision.partial': No space left on device" in result.output
     assert [c[1] for c in fake_tools.calls("kubectl")] == ["run", "wait", "exec", "exec", "delete"]
+
+
+def test_images_in_a_class_subfolder_keep_their_place_and_hidden_files_stay_behind(fake_tools, tmp_path):
+    # Keras lists a class's subfolders too, so the chief does; two files of one name in two subfolders both arrive.
+    source, shared = dataset(tmp_path / "src"), tmp_path / "shared"
+    for sub in ("x", "y"):
+        (source / "a" / sub).mkdir()
+        (source / "a" / sub / "0.png").write_bytes(b"png " + sub.encode())
+    (source / "b" / "._0.png").write_bytes(b"macOS resource fork")
+
+    result = runner.invoke(app, ["data", "push", str(source), "--shared-dir", str(shared), "--name", "toons"])
+
+    assert result.exit_code == 0, result.output
+    target = shared / "data" / "toons"
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
+        "a/0.png", "a/1.jpg", "a/x/0.png", "a/y/0.png", "b/0.png", "b/1.jpg"
+    ]
+    assert (target / "a" / "y" / "0.png").read_bytes() == b"png y"
