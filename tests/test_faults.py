@@ -5,10 +5,11 @@ process at a moment picked from the workers' attempt events (`attempts/*.jsonl`)
 and checks that the search still ends the way the design promises: no trial
 lost, none trained twice, every process exits on its own with the right code.
 
-To kill a worker *during* an epoch, the hypermodel used here wraps the built-in
-one behind a layer that sleeps `FAULT_SLEEP` seconds per training batch (the
-model runs eagerly, so the sleep happens at every batch). `FAULT_FAIL=1` makes
-the same layer raise instead, for the failure-limit test.
+To kill a worker *during* an epoch, the hypermodel used here (`slow_model`,
+from conftest) wraps the built-in one behind a layer that sleeps `FAULT_SLEEP`
+seconds per training batch (the model runs eagerly, so the sleep happens at
+every batch). `FAULT_FAIL=1` makes the same layer raise instead, for the
+failure-limit test.
 """
 
 from __future__ import annotations
@@ -30,49 +31,6 @@ import yaml
 from helpers import attempt_events, trial_files
 
 pytestmark = pytest.mark.slow
-
-HYPERMODEL = '''
-import os
-import time
-
-import keras
-
-from tuner_job.hypermodels import build_toonvision
-
-
-@keras.saving.register_keras_serializable(package="faults")
-class Sleep(keras.layers.Layer):
-    """Sleeps FAULT_SLEEP seconds per training batch; raises when FAULT_FAIL=1."""
-
-    def call(self, x, training=None):
-        if training:
-            if os.environ.get("FAULT_FAIL") == "1":
-                raise RuntimeError("FAULT_FAIL: this hypermodel cannot train")
-            time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
-        return x
-
-
-def build(hp, input_shape, num_classes):
-    base = build_toonvision(hp, input_shape=input_shape, num_classes=num_classes)
-    inputs = keras.Input(shape=input_shape)
-    model = keras.Model(inputs, base(Sleep()(inputs)))
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        run_eagerly=True,
-    )
-    return model
-'''
-
-
-@pytest.fixture
-def slow_model(tmp_path: Path) -> str:
-    """`hypermodel:` value of the sleeping/failing wrapper around the built-in CNN."""
-    path = tmp_path / "fault_model.py"
-    path.write_text(HYPERMODEL)
-    return f"{path}:build"
-
 
 # ----- helpers ---------------------------------------------------------------
 
