@@ -290,7 +290,7 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
         SearchFailedError: the search ended "failed" (exit 1); results are written first.
         Stopped: a stop signal (exit 128 + signum); the lease is released.
     """
-    from tuner_job.data import list_image_folder
+    from tuner_job.data import list_image_folder, load_image_folder
     from tuner_job.hypermodels import load_hypermodel
 
     started = time.monotonic()
@@ -307,6 +307,7 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
     warm = None
     if config.warm_start and (fresh or not _has_state(paths)):
         warm = load_warm_trials(config, paths.shared_dir)  # a missing run fails here, before any write
+    load_image_folder(folder, config.image_size, config.validation_split, config.seed)  # the cache, for the workers; a bad image fails here
     lease = ChiefLease(paths, config.chief_lease_seconds, _address(role))
     log.info("%s", lease.acquire(on_wait=set_phase))  # another chief alive on this run: RunHeldError, exit 2
     try:
@@ -320,12 +321,8 @@ def _run_held(
     build: Any, oracle: Any, objective: Objective, warm: list[Any] | None, started: float,
 ) -> int:  # fmt: skip
     """`run_chief` once the run's lease is held: every write checks `fence` first."""
-    from tuner_job.data import load_image_folder
     from tuner_job.tensorboard_logs import write_experiment_config
 
-    folder = paths.shared_dir / config.data
-    set_phase("decoding the dataset")
-    load_image_folder(folder, config.image_size, config.validation_split, config.seed)  # the cache, for the workers
     _prepare_run(config, paths, fresh, fence)
     write_experiment_config(paths.logs, _kt.space_of(oracle.hyperparameters), objective)
     warm_run = RunPaths(paths.shared_dir, config.warm_start) if config.warm_start else None
