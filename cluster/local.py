@@ -184,7 +184,7 @@ class LocalSearch:
                 return
             time.sleep(0.2)
 
-    def stop(self, grace: float = 6.0) -> None:
+    def stop(self, grace: float = 8.0) -> None:
         """SIGTERM every child (each leaves its files whole), SIGKILL what is left after `grace` seconds."""
         self._stopping = True
         with local_signals.ignoring():
@@ -357,7 +357,9 @@ def local(
     tuner: Annotated[str | None, typer.Option(help="Override the tuner: random, hyperband, bayesian, grid.")] = None,
     fresh: Annotated[bool, typer.Option(help="Delete this run's folder first (otherwise an existing run resumes).")] = False,
     tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port; 0 starts none.")] = TENSORBOARD_PORT,
-    max_restarts: Annotated[int, typer.Option(min=0, help="Restarts per process before giving up, like a Job's backoffLimit.")] = 3,
+    max_restarts: Annotated[
+        int, typer.Option(min=0, help="Restarts per process before giving up, like a Job's backoffLimit (a stop from outside is not counted).")
+    ] = 3,
     port: Annotated[int | None, typer.Option(help="The oracle's port (default: a free one).")] = None,
 ) -> None:
     """Run a search on this machine: the chief, N workers and TensorBoard as processes."""

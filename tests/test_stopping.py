@@ -1,8 +1,8 @@
 """Stopping is safe (issue 12): real processes, real signals at chosen moments, each test bounded in time.
 
-- SIGTERM to `tunectl local`: within 10 s no process below it is left (read
-  from /proc), exit 143, the chief's lease released; SIGKILL to it: its
-  children stop within seconds all the same (parent-death signal).
+- SIGTERM (or SIGHUP) to `tunectl local`: within 10 s no process below it is
+  left (read from /proc), exit 143 (129), the chief's lease released; SIGKILL
+  to it: its children stop by themselves all the same (parent-death signal).
 - SIGTERM to one worker, six times, at random moments of its epochs and once
   inside a backup write (held open by `TUNER_TEST_BACKUP_PAUSE_SECONDS`):
   every trial completes, no finished epoch is trained again, results.json
@@ -63,6 +63,13 @@ def descendants(pid: int) -> set[int]:
                 found.add(child)
                 frontier.append(child)
     return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
 
 
 def alive(pid: int) -> bool:
@@ -132,7 +139,7 @@ def _write_config(tmp_path: Path, **overrides: object) -> Path:
 # ----- 1. the launcher stopped by a signal ---------------------------------------
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGKILL"])
 def test_tunectl_local_stopped_leaves_no_process_behind(shared: Path, tmp_path: Path, how: str) -> None:
     config = _write_config(tmp_path, run="stop", max_trials=50, epochs=5)
     launcher = Launcher(_local_args(config, shared, "--tensorboard-port", str(free_port())), tmp_path)
@@ -143,18 +150,21 @@ def test_tunectl_local_stopped_leaves_no_process_behind(shared: Path, tmp_path: 
         below = descendants(launcher.proc.pid)
         named = {pid for name in ("chief", "tuner0", "tuner1", "tensorboard") for pid in launcher.pids(name)}
         assert named <= below and len(below) >= 5, (named, below)  # + the chief's state writer
+        # SIGTERM, SIGHUP: the launcher stops its children (SIGKILL after its 8 s grace), within 10 s.
+        # SIGKILL: each child stops by itself on its parent-death signal, "within seconds" (20 on loaded cores).
+        bound = 20 if how == "SIGKILL" else 10
         sent = time.monotonic()
         launcher.proc.send_signal(getattr(signal, how))
         code = launcher.proc.wait(15)
-        while time.monotonic() - sent < 10 and any(alive(pid) for pid in below):
+        while time.monotonic() - sent < bound and any(alive(pid) for pid in below):
             time.sleep(0.1)
         took = time.monotonic() - sent
-        left = sorted(pid for pid in below if alive(pid))
+        left = {pid: _cmdline(pid) for pid in sorted(below) if alive(pid)}
         print(f"{how}: every process below tunectl local gone {took:.1f}s after the signal")
         assert not left, f"{how}: still running after {took:.0f}s: {left}\n{launcher.output[-4000:]}"
-        if how == "SIGTERM":
-            assert code == 143, launcher.output[-4000:]
-            assert "SIGTERM: stopping every process" in launcher.output
+        if how != "SIGKILL":
+            assert code == 128 + getattr(signal, how), launcher.output[-4000:]  # 143, 129
+            assert f"{how}: stopping every process" in launcher.output
         else:
             assert code == -signal.SIGKILL
         # The chief stopped as a chief should: its lease released, so the next one need not wait.

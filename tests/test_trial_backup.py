@@ -125,3 +125,44 @@ def test_sigterm_during_the_write_lets_it_finish_then_stops(tmp_path: Path, monk
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def test_an_unreadable_checkpoint_never_fails_a_trial_nor_the_export(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Hyperband continues a trial from an earlier one's checkpoint, and the chief exports from one: torn, each warns once."""
+    from tuner_job import _kt
+    from tuner_job.chief import BestModelExporter
+    from tuner_job.config import parse_config
+    from tuner_job.layout import RunPaths
+    from tuner_job.trial_runner import TrialRunner
+
+    paths = RunPaths(tmp_path, "r")
+    earlier = _model()
+    _train(earlier)
+    checkpoint = paths.checkpoint("0")
+    checkpoint.parent.mkdir(parents=True)
+    earlier.save_weights(str(checkpoint))
+    runner = TrialRunner(parse_config({}), paths, "tuner0", build_model=lambda hp: _model(seed=3), train=None, val=None, client=None)
+    hp = _kt.HyperParameters()
+    hp.values = {"tuner/trial_id": "0", "tuner/initial_epoch": 2, "tuner/epochs": 4}
+    trial = _kt.Trial(hp, trial_id="5")
+
+    model, start = runner._fresh_start(trial, 2, None)  # whole: continued from epoch 2 with the earlier weights
+    assert start == 2
+    for got, want in zip(_weights(model), _weights(earlier), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    checkpoint.write_bytes(checkpoint.read_bytes()[:500])  # torn
+    with caplog.at_level("WARNING", logger="tuner_job.worker"):
+        model, start = runner._fresh_start(trial, 2, None)
+    assert start == 0 and model is not None
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "tuner_job.worker"]
+    assert "trial 5: the checkpoint of trial 0 that it continues cannot be read" in line and line.endswith("it trains from its first epoch instead")
+
+    caplog.clear()
+    done = _kt.Trial(hp, trial_id="0")
+    done.score = 0.1
+    with caplog.at_level("WARNING", logger="tuner_job.chief"):
+        BestModelExporter(paths, lambda hp: _model(), "val_loss")._export(done)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "tuner_job.chief"]
+    assert "trial 0: its checkpoint" in line and "cannot be read" in line and "best model not exported" in line
+    assert not paths.best.exists()
