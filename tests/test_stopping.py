@@ -7,8 +7,7 @@
   inside a backup write (held open by `TUNER_TEST_BACKUP_PAUSE_SECONDS`):
   every trial completes, no finished epoch is trained again, results.json
   holds each trial once.
-- A torn backup (truncated on purpose): one warning line, the trial starts
-  again from its first epoch and completes.
+- (A torn backup, truncated on purpose: `test_faults.py`, 2b.)
 - A worker that crash-loops and retires: the chief still completes the
   search, writes results.json, and the launcher exits with its verdict.
 """
@@ -31,7 +30,7 @@ import pytest
 import yaml
 
 from helpers import free_port, small_config, trial_files
-from test_faults import assert_results_once, events, wait_epoch
+from test_faults import assert_results_once, events
 
 pytestmark = pytest.mark.slow
 
@@ -235,36 +234,7 @@ def test_sigterm_six_times_to_one_worker_loses_no_epoch(shared: Path, tmp_path: 
         launcher.finish(below)
 
 
-# ----- 3. a torn backup ------------------------------------------------------------
-
-
-def test_a_torn_backup_restarts_its_trial_from_the_first_epoch(search, slow_model: str) -> None:
-    s = search(hypermodel=slow_model, epochs=3, max_trials=1, lease_seconds=120)
-    s.start("chief")
-    s.start("tuner0", FAULT_SLEEP="0.4")
-    trial_id = wait_epoch(s, "tuner0", 1)["trial"]
-    s.kill("tuner0")
-    folder = s.run_dir / "backup" / f"trial_{trial_id}" / "execution_0"
-    (latest,) = sorted(folder.glob("epoch-*"))
-    weights = latest / "state.weights.h5"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated on purpose
-    s.start("tuner0", FAULT_SLEEP="0.4")
-    assert s.wait_all(240) == {"chief": 0, "tuner0": 0}, s.all_logs()
-
-    log = s.logs["tuner0"][-1].read_text()
-    warnings = [line for line in log.splitlines() if "backup cannot be read" in line]
-    assert len(warnings) == 1, log[-3000:]
-    assert f"trial {trial_id}: its backup cannot be read" in warnings[0] and "truncated file" in warnings[0], warnings
-    assert warnings[0].endswith("the trial starts again from its first epoch"), warnings
-    assert "resumes after" not in log
-    epochs = [e["epoch"] for e in events(s.run_dir, "epoch", trial=trial_id)]
-    assert epochs.count(0) == 2 and sorted(set(epochs)) == [0, 1, 2], epochs
-    assert trial_files(s.run_dir)[trial_id]["status"] == "COMPLETED"
-    assert not (s.run_dir / "errors").exists()
-    assert_results_once(s.run_dir, 1)
-
-
-# ----- 4. a worker retired: the chief's verdict still stands ----------------------
+# ----- 3. a worker retired: the chief's verdict still stands ----------------------
 
 
 def test_a_completed_search_leaves_its_results_whatever_a_worker_did(shared: Path, tmp_path: Path, slow_model: str) -> None:

@@ -57,7 +57,16 @@ _STATE, _WEIGHTS, _BEST = "state.json", "state.weights.h5", "best.weights.h5"
 
 
 class BackupUnreadable(Exception):
-    """The newest backup of an execution cannot be read: the caller starts the execution again."""
+    """The newest backup of an execution cannot be read: the caller starts the execution again.
+
+    Args:
+        path: the epoch folder.
+        reason: why, in one line (`OSError: Unable to synchronously open file (truncated file ...)`).
+    """
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
 
 
 @dataclass
@@ -121,7 +130,7 @@ class TrialBackup:
                 model.optimizer.build(model.trainable_variables)  # so that its state loads too
             model.load_weights(str(latest / _WEIGHTS))
         except Exception as exc:
-            raise BackupUnreadable(f"{latest}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise BackupUnreadable(latest, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")) from None
         self.history, self.best_epoch, self.best_score = dict(restored.history), restored.best_epoch, restored.best_score
         return restored
 

@@ -202,7 +202,7 @@ class TrialRunner:
         try:
             restored = backup.restore(model)
         except BackupUnreadable as exc:
-            log.warning("trial %s: its backup cannot be read (%s); the trial starts again from its first epoch", trial_id, exc)
+            log.warning("trial %s: its backup %s cannot be restored (%s); it restarts from epoch 0", trial_id, exc.path, exc.reason)
             backup.discard()
             model, restored = None, None  # it may hold some of the backup's weights: build another
         if restored is not None:
