@@ -7,7 +7,8 @@ is built), objective `val_loss`:
   `tuner_job._kt.serve_stock_chief`), what a stock KerasTuner chief runs: one
   serving thread, `oracle.json` rewritten on every change, the per-trial
   display, and an exit check every 20 s.
-- ours: `tuner_job.oracle_server.OracleServer` on grpc.aio, as `tuner_job.chief` runs it.
+- ours: `tuner_job.oracle_server.OracleServer` on grpc.aio, as `tuner_job.chief` runs it
+  (holding the run's lease: every write checks the fence).
 - noop: the floor, not a chief. A grpc.aio server on KerasTuner's wire that
   hands out one fixed trial proto under new ids, keeps no state, writes
   nothing and imports no TensorFlow. What the simulated workers get from it is
@@ -67,14 +68,19 @@ def run_stock(directory: Path, port: int, max_trials: int, seed: int) -> dict:
 
 async def _serve_ours(directory: Path, port: int, max_trials: int, seed: int) -> dict:
     from tuner_job import _kt
+    from tuner_job.chief_lease import ChiefLease
     from tuner_job.layout import RunPaths
     from tuner_job.oracle_server import OracleServer
 
     oracle = _kt.make_oracle("random", objective="val_loss", max_trials=max_trials, epochs=1, seed=seed, hyperparameters=space())
-    server = OracleServer(oracle, RunPaths(directory, "ours"), lease_seconds=600, max_consecutive_failed_trials=max_trials + 1)
+    paths = RunPaths(directory, "ours")
+    lease = ChiefLease(paths, 30.0, f"127.0.0.1:{port}")  # as the chief holds its run: every group checks the fence
+    lease.acquire()
+    server = OracleServer(oracle, paths, lease_seconds=600, max_consecutive_failed_trials=max_trials + 1, fence=lease.fence)
     server.restore()
     await server.start("127.0.0.1", port)
     await server.wait()
+    lease.release()
     return {
         "trials": len(oracle.trials),
         "completed": server.progress.scoreboard.completed,

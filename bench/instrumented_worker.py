@@ -12,7 +12,7 @@ Categories (main thread only; the lease heartbeat thread runs alongside):
 - build:    build and compile the model (the hypermodel function)
 - data:     load the dataset (cache) and make the tf.data pipelines
 - fit:      the hypermodel's `fit` (TrialRunner.train_model)
-- saving:   BackupAndRestore / ModelCheckpoint / TensorBoard at each epoch end (inside fit)
+- saving:   the epoch's backup (TrialBackup.save) and TensorBoard at each epoch end (inside fit)
 - hparams:  the trial's TensorBoard HParams summary
 - finish:   TrialRunner.finish: report, remove the trial's backup, log
 - trial:    TrialRunner.run: the whole trial up to its outcome
@@ -63,6 +63,7 @@ def install() -> None:
 
     import tuner_job.data as data
     import tuner_job.hypermodels as hypermodels
+    import tuner_job.trial_backup as trial_backup
     import tuner_job.trial_runner as trial_runner
     from tuner_job.oracle_client import OracleClient
 
@@ -77,8 +78,8 @@ def install() -> None:
     _wrap(trial_runner.TrialRunner, "run", "trial")
     _wrap(trial_runner.TrialRunner, "finish", "finish")
     _wrap(trial_runner, "write_trial_hparams", "hparams")
-    for callback in (keras.callbacks.BackupAndRestore, keras.callbacks.ModelCheckpoint, keras.callbacks.TensorBoard):
-        _wrap(callback, "on_epoch_end", "saving")
+    _wrap(trial_backup.TrialBackup, "save", "saving")
+    _wrap(keras.callbacks.TensorBoard, "on_epoch_end", "saving")
 
     load_hypermodel = hypermodels.load_hypermodel
 

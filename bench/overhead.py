@@ -10,7 +10,7 @@ Runs the demo search as `make demo` does (`examples/demo.yaml`: synthetic
   spent outside `model.fit`, split into asking the oracle, building and
   compiling, the HParams summary, reporting (UpdateTrial/EndTrial + clean-up),
   and the rest (loop, logging); and, for information, the saving done inside
-  `fit` (BackupAndRestore, ModelCheckpoint, TensorBoard at each epoch end).
+  `fit` (the epoch's backup and TensorBoard at each epoch end).
 
 Also the chief's exit delay after the last trial's EndTrial (attempt events).
 """

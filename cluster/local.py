@@ -3,9 +3,17 @@
 `LocalSearch` plays Kubernetes: it starts every process with the environment
 the chart gives its pods, streams their logs with a role prefix, restarts a
 crashed process under the same tuner id (bounded, like a Job's backoff), and
-stops them all on Ctrl-C. Before any of them starts, `check_inputs` runs the
-chief's own checks (`python -m tuner_job --check`): a mistake is one line and
-exit 2, not a chief start-up.
+stops them all on Ctrl-C, SIGTERM or SIGHUP (exit 130, 143, 129). Before any
+of them starts, `check_inputs` runs the chief's own checks (`python -m
+tuner_job --check`): a mistake is one line and exit 2, not a chief start-up.
+
+- A process stopped by a signal from outside (SIGTERM, SIGINT, SIGHUP sent to
+  it alone) is restarted without counting against `--max-restarts`, as the
+  chart's podFailurePolicy ignores disruptions.
+- Every child runs under `child_guard`: if the launcher dies, even by SIGKILL,
+  its children get SIGTERM and stop.
+- Once the chief has a verdict (status.json: completed or failed) it is left
+  to write its results and exit; the launcher's exit code is the chief's.
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cluster import local_signals
+from cluster.child_guard import guarded
 from cluster.errors import BadInputError, LauncherError, user_errors
 from tuner_job.config import SearchConfig, dump_config
 from tuner_job.contract import CHIEF_ID, ENV_SHARED_DIR, TENSORBOARD_PORT, process_env, worker_id
-from tuner_job.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SEARCH_FAILED
+from tuner_job.errors import EXIT_BAD_INPUT, EXIT_LEASE_LOST, EXIT_OK, EXIT_SEARCH_FAILED
 from tuner_job.layout import RunPaths, read_json
 
 __all__ = ["LocalSearch", "check_inputs", "free_port", "make_console"]
@@ -41,6 +51,7 @@ _NOISE = re.compile(
     r"|.*cuda_(dnn|blas|fft)|.*computation placer|.*Unable to register cu|.*rebuild TensorFlow with)"
 )
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
+_WORKERS_AFTER_CHIEF = 60.0  # seconds the workers get to leave once the chief exited with its verdict
 
 
 def make_console() -> Console:
@@ -64,6 +75,7 @@ class Child:
     restartable: bool = True
     process: subprocess.Popen[str] | None = None
     restarts: int = 0
+    disruptions: int = 0  # restarts after a signal from outside, not counted against max_restarts
     exit_code: int | None = None
     reader: threading.Thread | None = None
     log_lines: list[str] = field(default_factory=list)
@@ -101,6 +113,8 @@ class LocalSearch:
         self.console = console or make_console()
         self.show_progress = progress
         self.children: dict[str, Child] = {}
+        self._stopping = False
+        self._chief_verdict_at: float | None = None
         self._lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="tunectl-")
         self.config_file = Path(self._tmp.name) / "search.yaml"
@@ -115,9 +129,9 @@ class LocalSearch:
         env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         return env
 
-    def _spawn(self, child: Child) -> None:
+    def _spawn(self, child: Child, note: str = "") -> None:
         child.process = subprocess.Popen(
-            child.argv,
+            guarded(child.argv),  # from the main thread: the children's parent-death signal is tied to it
             env=child.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -127,7 +141,7 @@ class LocalSearch:
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops each child
         )
         child.exit_code = None
-        self._print(child, f"started (pid {child.process.pid})" + (f", restart {child.restarts}" if child.restarts else ""))
+        self._print(child, f"started (pid {child.process.pid})" + (note or (f", restart {child.restarts}" if child.restarts else "")))
         child.reader = threading.Thread(target=self._pump, args=(child, child.process), daemon=True)
         child.reader.start()
 
@@ -172,18 +186,21 @@ class LocalSearch:
                 return
             time.sleep(0.2)
 
-    def stop(self, grace: float = 5.0) -> None:
-        for child in self.children.values():
-            if child.process and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in self.children.values():
-            if child.process:
-                try:
-                    child.process.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
+    def stop(self, grace: float = 8.0) -> None:
+        """SIGTERM every child (each leaves its files whole), SIGKILL what is left after `grace` seconds."""
+        self._stopping = True
+        with local_signals.ignoring():
+            for child in self.children.values():
+                if child.process and child.process.poll() is None:
+                    child.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for child in self.children.values():
+                if child.process:
+                    try:
+                        child.process.wait(max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        child.process.kill()
+                        child.process.wait()
         self._tmp.cleanup()
 
     # ----- supervision ---------------------------------------------------
@@ -197,12 +214,12 @@ class LocalSearch:
         return {}
 
     def _should_restart(self, child: Child, code: int) -> bool:
-        if not child.restartable or code in (EXIT_OK, EXIT_SEARCH_FAILED, EXIT_BAD_INPUT):
+        if not child.restartable or code in local_signals.FINAL or self._stopping:
             return False
         search = self._status().get("state")
         if child.name != CHIEF_ID and search in ("completed", "failed"):
             return False
-        return child.restarts < self.max_restarts
+        return local_signals.disruption(code) is not None or child.restarts < self.max_restarts
 
     def _reap(self) -> int | None:
         """Handle exited children; return the search's exit code once it is decided."""
@@ -216,29 +233,44 @@ class LocalSearch:
                 child.reader.join(timeout=2)
             self._print(child, f"exited with code {child.exit_code}")
             if self._should_restart(child, child.exit_code):
-                child.restarts += 1
-                self._spawn(child)
+                name = local_signals.disruption(child.exit_code)
+                if name is not None:
+                    child.disruptions += 1
+                    self._print(child, f"stopped by {name} from outside: restarting it (not counted against --max-restarts)")
+                    self._spawn(child, f", back after {name} ({child.disruptions})")
+                else:
+                    child.restarts += 1
+                    self._spawn(child)
             elif child.exit_code == EXIT_BAD_INPUT:
                 return EXIT_BAD_INPUT
+            elif child.name == CHIEF_ID and child.exit_code == EXIT_LEASE_LOST:
+                self._print(child, "another chief took this run over; stopping the workers")
+                return EXIT_LEASE_LOST
             elif child.name == CHIEF_ID and child.exit_code not in (EXIT_OK, EXIT_SEARCH_FAILED):
                 self._print(child, f"gave up after {child.restarts} restarts")
                 return child.exit_code or 1
+        workers = [c for n, c in self.children.items() if n.startswith("tuner")]
         if chief.exit_code is not None and chief.exit_code in (EXIT_OK, EXIT_SEARCH_FAILED):
-            workers = [c for n, c in self.children.items() if n.startswith("tuner")]
-            if all(c.exit_code is not None for c in workers):
+            # The chief's verdict is the search's: its workers leave on their own, or are stopped.
+            self._chief_verdict_at = self._chief_verdict_at or time.monotonic()
+            if all(c.exit_code is not None for c in workers) or time.monotonic() - self._chief_verdict_at > _WORKERS_AFTER_CHIEF:
                 return chief.exit_code
-        if chief.exit_code is None and all(
-            c.exit_code is not None and not self._should_restart(c, c.exit_code) for n, c in self.children.items() if n.startswith("tuner")
-        ):
-            # Every worker is gone for good: the chief would wait forever, unless the search has
-            # ended and it is writing the results (it exits by itself, with the verdict's code).
-            ended = self._status().get("state") in ("completed", "failed")
-            if not ended and any(c.exit_code not in (EXIT_OK,) for n, c in self.children.items() if n.startswith("tuner")):
+        if chief.exit_code is None and self._status().get("state") in ("completed", "failed"):
+            return None  # the chief has its verdict and writes its results: whatever the workers did, let it finish
+        if chief.exit_code is None and all(c.exit_code is not None and not self._should_restart(c, c.exit_code) for c in workers):
+            # Every worker is gone for good: the chief would wait forever.
+            if any(c.exit_code not in (EXIT_OK,) for n, c in self.children.items() if n.startswith("tuner")):
                 self._print(chief, "every worker has stopped; stopping the chief")
                 return 1
         return None
 
     def run(self) -> int:
+        """Start every process, supervise them until the search ends, stop them all; return the exit code.
+
+        The chief's code once it ends the search (0 completed, 1 failed), 2 on
+        bad input, 4 when another chief took the run over, 130/143/129 when
+        Ctrl-C, SIGTERM or SIGHUP stopped the launcher.
+        """
         self._started_at = time.time()
         progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -251,7 +283,7 @@ class LocalSearch:
             transient=False,
         )
         try:
-            with progress:
+            with local_signals.trapped(), progress:
                 task = progress.add_task(f"run {self.config.run}", total=self.config.max_trials, best="")
                 self.start()
                 while True:
@@ -270,6 +302,9 @@ class LocalSearch:
         except KeyboardInterrupt:
             self.console.print("[yellow]interrupted: stopping every process[/yellow]")
             return 130
+        except local_signals.Signalled as stop:
+            self.console.print(f"[yellow]{stop}: stopping every process[/yellow]")
+            return stop.exit_code
         finally:
             self.stop()
 
@@ -363,7 +398,9 @@ def local(
     tuner: Annotated[str | None, typer.Option(help="Override the tuner: random, hyperband, bayesian, grid.")] = None,
     fresh: Annotated[bool, typer.Option(help="Delete this run's folder first (otherwise an existing run resumes).")] = False,
     tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port; 0 starts none.")] = TENSORBOARD_PORT,
-    max_restarts: Annotated[int, typer.Option(min=0, help="Restarts per process before giving up, like a Job's backoffLimit.")] = 3,
+    max_restarts: Annotated[
+        int, typer.Option(min=0, help="Restarts per process before giving up, like a Job's backoffLimit (a stop from outside is not counted).")
+    ] = 3,
     port: Annotated[int | None, typer.Option(help="The oracle's port (default: a free one).")] = None,
 ) -> None:
     """Run a search on this machine: the chief, N workers and TensorBoard as processes."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from helpers import SMALL_SIZE, Search, small_config
+from helpers import FAULT_HYPERMODEL, SMALL_SIZE, Search, small_config
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +49,11 @@ def search(shared: Path, tmp_path: Path):
         s.stop()
 
 
+
+
+@pytest.fixture
+def slow_model(tmp_path: Path) -> str:
+    """`hypermodel:` value of `FAULT_HYPERMODEL` (sleeps per batch, fails or crashes on request)."""
+    path = tmp_path / "fault_model.py"
+    path.write_text(FAULT_HYPERMODEL)
+    return f"{path}:build"

@@ -40,6 +40,7 @@ def small_config(**overrides: Any) -> dict[str, Any]:
         "epochs": 1,
         "batch_size": 16,
         "lease_seconds": 30,
+        "chief_lease_seconds": 5,  # a chief killed by a test is replaced within seconds
         "chief_wait_seconds": 60,
     }
     config.update(overrides)
@@ -121,6 +122,47 @@ class Search:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+#: A hypermodel for fault tests: the built-in CNN behind a layer that sleeps
+#: FAULT_SLEEP seconds per training batch (eager, so at every batch), raises
+#: when FAULT_FAIL=1, and whose build ends the process with exit 70 in the
+#: worker named by FAULT_CRASH_TUNER (a worker that crashes at every start).
+FAULT_HYPERMODEL = '''
+import os
+import time
+
+import keras
+
+from tuner_job.hypermodels import build_toonvision
+
+
+@keras.saving.register_keras_serializable(package="faults")
+class Sleep(keras.layers.Layer):
+    """Sleeps FAULT_SLEEP seconds per training batch; raises when FAULT_FAIL=1."""
+
+    def call(self, x, training=None):
+        if training:
+            if os.environ.get("FAULT_FAIL") == "1":
+                raise RuntimeError("FAULT_FAIL: this hypermodel cannot train")
+            time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+        return x
+
+
+def build(hp, input_shape, num_classes):
+    if os.environ.get("FAULT_CRASH_TUNER") and os.environ.get("KERASTUNER_TUNER_ID") == os.environ["FAULT_CRASH_TUNER"]:
+        os._exit(70)
+    base = build_toonvision(hp, input_shape=input_shape, num_classes=num_classes)
+    inputs = keras.Input(shape=input_shape)
+    model = keras.Model(inputs, base(Sleep()(inputs)))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        run_eagerly=True,
+    )
+    return model
+'''
 
 
 def trial_files(run_dir: Path) -> dict[str, dict[str, Any]]:

@@ -53,6 +53,7 @@ def _records() -> list[TrialRecord]:
 
 @pytest.mark.parametrize(("name", "override", "expected"), DIRECTIONS)
 def test_every_consumer_uses_the_one_direction(name: str, override: str | None, expected: str, tmp_path: Path) -> None:
+    from tuner_job.trial_backup import TrialBackup
     from tuner_job.trial_runner import TrialRunner
 
     objective = resolve_objective(name, override)
@@ -68,11 +69,12 @@ def test_every_consumer_uses_the_one_direction(name: str, override: str | None, 
     assert runner.objective == objective
     epoch, logs = runner.objective.best_epoch({str(e): {name: v, "loss": 1.0} for e, v in enumerate(VALUES)})
     assert (epoch, logs[name]) == (BEST_INDEX[expected], VALUES[BEST_INDEX[expected]])
-    callbacks = runner._callbacks("0", 0, tmp_path / "history.json", {"0": {name: VALUES[0]}})
-    checkpoint = next(c for c in callbacks if type(c).__name__ == "ModelCheckpoint")
+    backup = TrialBackup(tmp_path / "backup", runner.objective, best_epoch=0, best_score=VALUES[0])  # a resumed trial's best so far
+    callbacks = runner._callbacks("0", 0, backup)
     stopping = next(c for c in callbacks if type(c).__name__ == "EarlyStopping")
-    assert (checkpoint.monitor, checkpoint.mode, stopping.monitor, stopping.mode) == (name, expected, name, expected)
-    assert checkpoint.best == VALUES[0]  # a resumed trial keeps its best epoch so far
+    assert (backup.objective, stopping.monitor, stopping.mode) == (objective, name, expected)
+    later = VALUES[BEST_INDEX[expected]]  # the best epoch's checkpoint follows the one direction too
+    assert backup.objective.better(later, backup.best_score) == (later != VALUES[0])
 
     # The scoreboard (best so far, seeded trials too), the results' ranking and narrowing's top trials.
     board = Scoreboard(objective)

@@ -80,10 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run this process's role (`env.read_role`) and return its exit code.
 
     Returns:
-        0 completed, 1 the search failed, 2 bad input (one `error: ...` line on
-        stderr, never worth a restart), 3 a worker gave up waiting for the
-        chief, 70 an unexpected crash (traceback; worth a restart), 130 Ctrl-C.
+        0 completed, 1 the search failed, 2 bad input or another chief holds
+        the run (one `error: ...` line on stderr, never worth a restart), 3 a
+        worker gave up waiting for the chief, 4 another chief took the run
+        over (this one stopped, writing nothing more), 70 an unexpected crash
+        (traceback; worth a restart), 128 + signum when stopped by SIGTERM
+        (143), SIGINT (130) or SIGHUP (129), after leaving its files whole.
     """
+    from tuner_job import stopping
+
+    stopping.install()  # first: Kubernetes may stop a pod while TensorFlow still loads
     args = _parse(argv)
     from tuner_job.config import load_config, stage_run
     from tuner_job.devices import configure_threads
@@ -132,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         # Retrying will not make the volume writable: bad input, not a crash.
         print(f"error: {_permission_message(exc, shared)}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
+    except stopping.Stopped as stop:
+        logging.getLogger("tuner_job").info("stopped by %s", stopping.signal_name(stop.signum))
+        return stop.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception:
@@ -147,6 +156,9 @@ if __name__ == "__main__":
     # teardown takes 3-10 s on a busy node, which would keep a finished chief
     # (and the Job) alive for nothing: leave at once.
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # the reader is gone (a launcher killed): the exit code still matters
+            pass
     os._exit(code)

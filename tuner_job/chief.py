@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import signal
+import socket
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -12,14 +14,15 @@ from typing import Any
 
 import yaml
 
-from tuner_job import _kt, _kt_state
+from tuner_job import _kt, _kt_state, stopping
+from tuner_job.chief_lease import ChiefLease, Fence
 from tuner_job.chief_startup import bind_error, set_phase, start_startup_health, stop_startup_health, wait_for_dataset
 from tuner_job.config import SearchConfig, dump_config, load_config
 from tuner_job.devices import configure_threads
 from tuner_job.env import Role
 from tuner_job.errors import ConfigError, SearchFailedError
-from tuner_job.layout import WARM_PREFIX, WARM_START_LABEL, RunPaths, atomic_write_text, read_json
-from tuner_job.objective import resolve_objective
+from tuner_job.layout import WARM_PREFIX, WARM_START_LABEL, RunPaths, atomic_write_text, publish_file, read_json
+from tuner_job.objective import Objective, resolve_objective
 from tuner_job.oracle_server import OracleServer
 from tuner_job.prepare import prepare_search
 from tuner_job.results import leaderboard_text, write_results
@@ -35,12 +38,16 @@ class BestModelExporter:
 
     Runs whenever a trial becomes the best so far, so the search's end waits
     for at most one export. The weights are the trial's checkpoint (its best
-    epoch, kept by the worker's `ModelCheckpoint`); a seeded trial's are in
-    the run it came from (`warm_run`).
+    epoch, published by the worker as the trial ends, `trial_backup`); a
+    seeded trial's are in the run it came from (`warm_run`). A checkpoint that
+    cannot be read is one warning line, never an error: the next best trial, or
+    the end of the search, exports again. Files are published atomically, after
+    the fence (the chief's lease) is checked.
     """
 
-    def __init__(self, paths: RunPaths, build_model: Any, objective: str, warm_run: RunPaths | None = None):
+    def __init__(self, paths: RunPaths, build_model: Any, objective: str, warm_run: RunPaths | None = None, fence: Fence | None = None):
         self.paths = paths
+        self.fence = fence
         self.warm_run = warm_run  # a seeded trial's weights stay in the run it came from
         self.build_model = build_model
         self.objective = objective
@@ -59,14 +66,17 @@ class BestModelExporter:
             log.warning("trial %s has no checkpoint at %s; best model not exported", trial.trial_id, checkpoint)
             return
         model = self.build_model(trial.hyperparameters)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the checkpoint's optimizer slots are not needed
-            model.load_weights(str(checkpoint))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the checkpoint's optimizer slots are not needed
+                model.load_weights(str(checkpoint))
+        except Exception as exc:  # torn or foreign: say so once, do not fail the search
+            log.warning("trial %s: its checkpoint %s cannot be read (%s); best model not exported", trial.trial_id, checkpoint, exc)
+            return
         best = self.paths.best
-        best.mkdir(parents=True, exist_ok=True)
-        tmp = best / ".model.keras.tmp.keras"
-        model.save(str(tmp))
-        tmp.replace(best / "model.keras")
+        if self.fence is not None:
+            self.fence.check()
+        publish_file(best / "model.keras", lambda tmp: model.save(str(tmp)), suffix=".keras")
         document = {
             "trial_id": trial.trial_id,
             "score": float(trial.score),
@@ -82,11 +92,18 @@ class BestModelExporter:
         self._executor.shutdown(wait=True)
 
 
-def _prepare_run(config: SearchConfig, paths: RunPaths, fresh: bool) -> None:
+def _prepare_run(config: SearchConfig, paths: RunPaths, fresh: bool, fence: Fence) -> None:
+    fence.check()
     if fresh and paths.root.exists():
-        # Only the chief, only when asked, and only this run's folder.
+        # Only the chief, only when asked, only this run's folder, and not the lease it holds.
         log.info("fresh run: removing %s", paths.root)
-        shutil.rmtree(paths.root)
+        for child in paths.root.iterdir():
+            if child == paths.chief_lease:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     paths.root.mkdir(parents=True, exist_ok=True)
     previous = _saved_config(paths)
     if previous is not None and previous != config:
@@ -129,12 +146,19 @@ def _account_warm(server: OracleServer, oracle: Any) -> int:
     return len(seeded)
 
 
+def _address(role: Role) -> str:
+    """Where this chief answers, as another chief's message names it (a pod's name when it binds every address)."""
+    host = socket.gethostname() if role.oracle_host in ("0.0.0.0", "::", "") else role.oracle_host
+    return f"{host}:{role.oracle_port}"
+
+
 async def _serve(
     config: SearchConfig,
     paths: RunPaths,
     role: Role,
     oracle: Any,
     exporter: BestModelExporter,
+    fence: Fence,
     warm: list[Any] | None = None,
     next_run: str | None = None,
 ) -> OracleServer:
@@ -159,6 +183,7 @@ async def _serve(
         on_trial_start=on_start,
         on_trial_end=on_end,
         next_run=next_run,
+        fence=fence,
     )
     for note in server.restore():
         log.info("%s", note)
@@ -180,12 +205,24 @@ async def _serve(
         "oracle serving on %s:%d (%s, max_trials=%d, objective=%s)",
         role.oracle_host, server.port, config.tuner, config.max_trials, server.progress.objective.describe(),
     )  # fmt: skip
-    await server.wait()
-    best = server.progress.scoreboard.best
-    best_trial = best and oracle.trials.get(best[0])
-    if best_trial is not None and exporter.exported != best_trial.trial_id:
-        exporter.submit(best_trial)
-    await exporter.drain()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:  # in the main thread, between two steps of the loop
+        if server.state == "running":
+            log.info("%s: the chief stops serving and saves its state; a chief started again resumes the search", stopping.signal_name(signum))
+            loop.call_soon_threadsafe(server.stop)
+        else:
+            log.info("%s: the search has ended; the chief writes its results first", stopping.signal_name(signum))
+
+    with stopping.on_signal(on_signal):
+        await server.wait()
+        if server.state == "running":
+            return server  # stopped by a signal: no verdict, nothing to export
+        best = server.progress.scoreboard.best
+        best_trial = best and oracle.trials.get(best[0])
+        if best_trial is not None and exporter.exported != best_trial.trial_id:
+            exporter.submit(best_trial)
+        await exporter.drain()
     return server
 
 
@@ -194,8 +231,11 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
 
     Everything a user can get wrong (the objective's direction, the data
     folder, the hypermodel, `space`, `warm_start`) is checked before anything
-    is written. At the end: `results.json`, `leaderboard.csv` and
-    `best/model.keras` (the best trial's checkpoint, as the oracle ranked it).
+    is written. Then the chief holds the run's lease (`chief_lease`: one chief
+    per run) before its first write, and checks it before each. At the end:
+    `results.json`, `leaderboard.csv` and `best/model.keras` (the best trial's
+    checkpoint, as the oracle ranked it). SIGTERM while serving saves the state
+    and raises `Stopped`; after the verdict, the results are written first.
 
     Args:
         config: the search (one run; a staged search calls this once per stage).
@@ -211,11 +251,12 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
         ConfigError, DataError, HypermodelError: bad input (exit 2), nothing written; or
             (ConfigError) a trial showed the config wrong, e.g. an objective the
             model does not log: results are written first.
+        RunHeldError: another chief holds the run and is alive (exit 2), nothing written.
         SearchFailedError: the search ended "failed" (exit 1): the failure limit, or
             no trial completed; results are written first.
+        Stopped: a stop signal (exit 128 + signum); the lease is released.
     """
     from tuner_job.data import load_image_folder
-    from tuner_job.tensorboard_logs import write_experiment_config
 
     started = time.monotonic()
     configure_threads()  # TensorFlow is imported now: size its pools to the CPU limit
@@ -228,14 +269,33 @@ def run_chief(config: SearchConfig, paths: RunPaths, role: Role, fresh: bool = F
     # Every check a user's input can fail, before anything is written (`prepare`).
     prepared = prepare_search(config, paths, fresh)
     objective, build, oracle, warm = prepared.objective, prepared.hypermodel, prepared.oracle, prepared.warm
-    load_image_folder(folder, config.image_size, config.validation_split, config.seed)  # the cache, for the workers
-    _prepare_run(config, paths, fresh)
+    load_image_folder(folder, config.image_size, config.validation_split, config.seed)  # the cache, for the workers; a bad image fails here
+    lease = ChiefLease(paths, config.chief_lease_seconds, _address(role))
+    log.info("%s", lease.acquire(on_wait=set_phase))  # another chief alive on this run: RunHeldError, exit 2
+    try:
+        return _run_held(config, paths, role, fresh, next_run, lease.fence, build, oracle, objective, warm, started)
+    finally:
+        lease.release()  # the next chief need not wait out the lease (not reached when the lease was lost)
+
+
+def _run_held(
+    config: SearchConfig, paths: RunPaths, role: Role, fresh: bool, next_run: str | None, fence: Fence,
+    build: Any, oracle: Any, objective: Objective, warm: list[Any] | None, started: float,
+) -> int:  # fmt: skip
+    """`run_chief` once the run's lease is held: every write checks `fence` first."""
+    from tuner_job.tensorboard_logs import write_experiment_config
+
+    _prepare_run(config, paths, fresh, fence)
     write_experiment_config(paths.logs, _kt.space_of(oracle.hyperparameters), objective)
     warm_run = RunPaths(paths.shared_dir, config.warm_start) if config.warm_start else None
-    exporter = BestModelExporter(paths, build, config.objective, warm_run)
-    server = asyncio.run(_serve(config, paths, role, oracle, exporter, warm, next_run))
+    exporter = BestModelExporter(paths, build, config.objective, warm_run, fence)
+    server = asyncio.run(_serve(config, paths, role, oracle, exporter, fence, warm, next_run))
     progress = server.progress
-    ranked = write_results(paths, objective, extra={"state": progress.state, "message": progress.message})
+    if progress.state == "running":  # a signal stopped it; the state is saved and a restart resumes
+        raise stopping.Stopped(stopping.received() or signal.SIGTERM)
+    with stopping.on_signal(lambda signum: log.info("%s: writing the results first", stopping.signal_name(signum))):
+        fence.check()
+        ranked = write_results(paths, objective, extra={"state": progress.state, "message": progress.message})
     log.info("results: %s, %s", paths.results_json, paths.leaderboard_csv)
     print(leaderboard_text(ranked, config.objective), flush=True)
     if (paths.best / "model.keras").is_file():

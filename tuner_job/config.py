@@ -132,6 +132,9 @@ class SearchConfig(_Strict):
     max_consecutive_failed_trials: int = Field(3, ge=1)
     max_retries_per_trial: int = Field(0, ge=0)
     lease_seconds: float = Field(120.0, gt=0, description="A trial whose worker is silent this long goes to another worker.")
+    chief_lease_seconds: float = Field(
+        30.0, gt=0, description="The chief's lease on its run, renewed 5 times per lease: a second chief waits this long for it to go."
+    )
     chief_wait_seconds: float = Field(600.0, gt=0, description="How long a worker waits for an absent chief before it gives up.")
     data_wait_seconds: float = Field(
         1800.0, ge=0, description="How long the chief waits for a missing data folder (pushed after the deploy) before it exits 2."

@@ -17,18 +17,22 @@ __all__ = [
     "NarrowingError",
     "SearchFailedError",
     "ChiefUnreachableError",
+    "RunHeldError",
     "EXIT_OK",
     "EXIT_SEARCH_FAILED",
     "EXIT_BAD_INPUT",
     "EXIT_CHIEF_UNREACHABLE",
+    "EXIT_LEASE_LOST",
     "EXIT_CRASH",
     "error_summary",
+    "exit_code_of_signal",
 ]
 
 EXIT_OK = 0
 EXIT_SEARCH_FAILED = 1  # the search ended without completing (failure limit)
 EXIT_BAD_INPUT = 2  # config, dataset or hypermodel is wrong: retrying will not help
 EXIT_CHIEF_UNREACHABLE = 3  # a worker gave up waiting for the chief
+EXIT_LEASE_LOST = 4  # a chief found that another chief took its run over (fenced): it stopped without writing
 EXIT_CRASH = 70  # an unexpected error (EX_SOFTWARE): worth a restart
 
 
@@ -41,6 +45,11 @@ def error_summary(exc: BaseException, limit: int = 300) -> str:
     message = " ".join(line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip())
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def exit_code_of_signal(signum: int) -> int:
+    """The shell's code for a process stopped by signal `signum`: 128 + signum (SIGTERM 143, SIGINT 130, SIGHUP 129)."""
+    return 128 + int(signum)
 
 
 class TunerJobError(Exception):
@@ -75,3 +84,7 @@ class ChiefUnreachableError(TunerJobError):
     """A worker waited longer than `chief_wait_seconds` for the chief."""
 
     exit_code = EXIT_CHIEF_UNREACHABLE
+
+
+class RunHeldError(TunerJobError):
+    """Another chief holds the run's lease and is alive: this chief exits 2 without writing anything."""

@@ -7,12 +7,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunPaths", "WARM_PREFIX", "WARM_START_LABEL", "atomic_write_text", "atomic_write_json", "read_json"]
+__all__ = [
+    "RunPaths",
+    "WARM_PREFIX",
+    "WARM_START_LABEL",
+    "atomic_write_text",
+    "atomic_write_json",
+    "publish_file",
+    "copy_or_link",
+    "fsync_path",
+    "read_json",
+]
 
 #: A trial seeded from an earlier run is `WARM_PREFIX + <its id there>` (the
 #: oracle's own ids are numbers) and carries `WARM_START_LABEL + <run>` as its
@@ -70,7 +82,13 @@ class RunPaths:
         return self.logs / f"trial_{trial_id}"
 
     def backup(self, trial_id: str) -> Path:
+        """The trial's per-epoch state (`trial_backup`), one folder per execution."""
         return self.root / "backup" / f"trial_{trial_id}"
+
+    @property
+    def chief_lease(self) -> Path:
+        """The chief's lease on the run (`chief_lease`): one `epoch-<n>.json` per chief that held it."""
+        return self.root / "chief-lease"
 
     @property
     def errors(self) -> Path:
@@ -105,27 +123,58 @@ class RunPaths:
         return self.root / "best"
 
 
-def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
-    """Write a file so that a reader never sees it half-written.
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder: so that a rename in it survives a crash of the machine)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself is atomic anyway
+    finally:
+        os.close(fd)
 
-    The text goes to a temp file in the same folder, is fsynced, then renamed
-    over the target; a kill at any moment leaves the old or the new file.
+
+def publish_file(path: Path, write: Callable[[Path], None], suffix: str = ".tmp", fsync: bool = True) -> None:
+    """Publish `path` atomically: `write(tmp)` writes a temp file beside it, which is fsynced and renamed over it.
+
+    A kill at any moment leaves the old file or the new one, never a torn one;
+    with `fsync`, the folder is fsynced too, so a crash of the machine does as
+    well. `suffix` ends the temp file's name (Keras wants `.keras` or
+    `.weights.h5`). Whatever `write` raises is raised, and the temp file removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if fsync:
+            fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_path(path.parent)
+
+
+def copy_or_link(source: Path, target: Path) -> None:
+    """Make `target` hold `source`'s bytes: a hard link where the file system allows, else a copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
+    """Write a file so that a reader never sees it half-written (`publish_file`).
+
     `fsync=False` is for files that another, fsynced record can rebuild (the
     chief's checkpoints, see `state_writer`): a killed process still leaves
     the old or the new file, and only a crash of the machine can lose the write.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    publish_file(path, lambda tmp: tmp.write_text(text), fsync=fsync)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -23,8 +23,10 @@ Contract:
   and a trial completed; "failed" when none did, after `max_consecutive_failed_trials`
   failures in a row, or at once when a worker ends a trial with `BAD_INPUT_KEY`
   (the config is wrong: `progress.bad_input`, the chief exits 2). Either way
-  waiting workers are answered at once and `serve()` returns; every response
+  waiting workers are answered at once and `wait()` returns; every response
   carries the state in its trailing metadata (`x-search-state`).
+- `stop()` (SIGTERM) ends serving without a verdict: CreateTrial answers
+  UNAVAILABLE (workers wait for the next chief), the state is saved, `wait()` returns.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             (`"<id> (resumed)"` when its owner asked again).
         next_run: the next stage's run (a staged search): when this one
             completes, workers are told to wait for it instead of to stop.
+        fence: the chief's lease (`ChiefLease.fence`), checked before every write.
 
     Use: `restore()` (a restart), then `await start(host, port)`, then `await wait()`.
     """
@@ -95,14 +98,16 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         on_trial_end: Callable[[Any], None] | None = None,
         on_trial_start: Callable[[Any, str], None] | None = None,
         next_run: str | None = None,
+        fence: Any = None,
     ):
         self.oracle = oracle
         self.next_run = next_run
+        self.stopping = False
         self.idle_wait_seconds = idle_wait_seconds
         self.on_trial_end = on_trial_end
         self.on_trial_start = on_trial_start
         self.progress = SearchProgress(_kt.objective_of(oracle), max_consecutive_failed_trials)
-        self.store = StateStore(store_paths, lambda: _kt_state.oracle_state(self.oracle), self._status, self.progress.key)
+        self.store = StateStore(store_paths, lambda: _kt_state.oracle_state(self.oracle), self._status, self.progress.key, fence)
         _kt.quiet_oracle(oracle, self.store.mark_trial)
         self.leases = TrialLeases(lease_seconds)
         self._ended: set[str] = set()
@@ -198,9 +203,6 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the store logs a failure
 
-    def _find(self, trial_id: str) -> Any | None:
-        return self.oracle.trials.get(trial_id)
-
     # ----- RPCs ----------------------------------------------------------
 
     async def GetSpace(self, request, context):  # noqa: N802 (gRPC names)
@@ -217,6 +219,8 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         tuner_id = request.tuner_id
         deadline = time.monotonic() + self.idle_wait_seconds
         while True:
+            if self.stopping:  # the worker retries until the next chief answers
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the chief is stopping")
             if self.state != "running":
                 self._metadata(context)
                 if self.state == "completed" and self.next_run:
@@ -261,7 +265,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                     pass
 
     async def UpdateTrial(self, request, context):  # noqa: N802
-        trial = self._find(request.trial_id)
+        trial = self.oracle.trials.get(request.trial_id)
         if trial is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown trial_id={request.trial_id!r}")
         self.leases.renew(trial.trial_id)
@@ -278,7 +282,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
 
     async def EndTrial(self, request, context):  # noqa: N802
         trial_id = request.trial.trial_id
-        if self._find(trial_id) is None:
+        if self.oracle.trials.get(trial_id) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown trial_id={trial_id!r}")
         if trial_id in self._ended:
             self._metadata(context)
@@ -313,7 +317,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         return _kt.pb.EndTrialResponse()
 
     async def GetTrial(self, request, context):  # noqa: N802
-        trial = self._find(request.trial_id)
+        trial = self.oracle.trials.get(request.trial_id)
         if trial is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown trial_id={request.trial_id!r}")
         self.leases.renew(trial.trial_id)
@@ -336,10 +340,8 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                 del self.oracle.ongoing_trials[tuner]
                 self.leases.release(trial.trial_id)
                 _kt_state.requeue(self.oracle, trial.trial_id)
-                log.warning(
-                    "trial %s: worker %s silent for %.0fs (lease_seconds=%g); the trial goes to the next free worker",
-                    trial.trial_id, tuner, self.leases.seconds, self.leases.seconds,
-                )  # fmt: skip
+                log.warning("trial %s: worker %s silent for %.0fs (lease_seconds=%g); the trial goes to the next free worker",
+                            trial.trial_id, tuner, self.leases.seconds, self.leases.seconds)  # fmt: skip
             if expired:
                 await self.store.commit()
                 await self._notify()
@@ -380,8 +382,14 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             self._finish(*self.progress.conclusion())
         return server
 
+    def stop(self) -> None:
+        """End serving without a verdict (SIGTERM; call on the loop): `wait()` saves the state and returns."""
+        self.stopping = True
+        if self._finished is not None:
+            self._finished.set()
+
     async def wait(self, linger_seconds: float = 1.0) -> None:
-        """Block until the search ends, answer the waiting workers, stop."""
+        """Block until the search ends (or `stop()`), answer the waiting workers, stop."""
         assert self._finished is not None
         await self._finished.wait()
         await self.store.commit()
@@ -390,7 +398,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         # Workers between two RPCs learn the end on their next call; after
         # this the shared volume's status.json tells the late ones.
-        await asyncio.sleep(linger_seconds)
+        await asyncio.sleep(0.0 if self.stopping else linger_seconds)
         self._reaper.cancel()
         await self._server.stop(grace=0.5)
         await self.store.commit()  # anything the last answers changed

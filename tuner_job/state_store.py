@@ -27,6 +27,8 @@ Contract:
   of every running trial from its last start line.
 - `start()` (on the running loop) starts the writer process, `close()` stops it;
   without `start()`, or once the process is gone, the store writes in-process.
+- With a `fence` (the chief's lease) every write, in the writer process or
+  here, first checks that no newer chief holds the run (`chief_lease`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner_job import _kt, _kt_state
+from tuner_job.chief_lease import Fence
 from tuner_job.layout import RunPaths
 from tuner_job.state_writer import Group, StateWriter, write_group
 from tuner_job.trials import JOURNAL_EVENT, JOURNAL_OWNER, read_trials
@@ -73,6 +76,7 @@ class StateStore:
         server_state: returns the server's state for `status.json`.
         server_key: returns what of the server state a restart reads; a change
             writes `status.json` in the next group instead of on its schedule.
+        fence: the chief's lease, checked before every write (None: unchecked).
     """
 
     def __init__(
@@ -81,8 +85,10 @@ class StateStore:
         oracle_state: Callable[[], dict[str, Any]],
         server_state: Callable[[], dict[str, Any]],
         server_key: Callable[[], Any] = lambda: None,
+        fence: Fence | None = None,
     ):
         self.paths = paths
+        self.fence = fence
         self._oracle_state = oracle_state
         self._server_state = server_state
         # status.json is progress plus a few values a restart needs
@@ -97,7 +103,7 @@ class StateStore:
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0  # groups written (the benchmark reads it)
         self._oracle_dirty = True  # oracle.json and status.json are due in the next group
-        self._process = StateWriter()
+        self._process = StateWriter(fence)
         # As strings, once: building Paths for every group showed in profiles.
         self._tuner_dir = str(paths.tuner)
         self._journal_path, self._oracle_path, self._server_path = str(self.journal_file), str(self.oracle_file), str(self.server_file)
@@ -195,6 +201,8 @@ class StateStore:
 
     def flush_now(self) -> None:
         """Write everything pending, synchronously (at start-up and shutdown)."""
+        if self.fence is not None:
+            self.fence.check()
         write_group(self._group(oracle=True, force_status=True), durable=True)
 
     def load(self) -> LoadedState:

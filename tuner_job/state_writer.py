@@ -35,7 +35,12 @@ Contract:
   `error <message>`.
 - The child ignores SIGINT and SIGTERM and exits when its stdin closes, that
   is when the chief exits, however it dies, after finishing the group at hand.
-- Stdlib only (plus `tuner_job.layout`): the child starts in tens of milliseconds.
+- Fencing (`chief_lease`): given the chief's `Fence`, the child checks it
+  before each group and each checkpoint it writes. When another chief holds a
+  newer epoch it writes nothing more: it answers `fenced <message>` and exits
+  4; the chief then leaves too (`chief_lease.lose`). The chief's in-process
+  writes check the same fence.
+- Stdlib only (plus `tuner_job.layout`, `chief_lease`): the child starts in tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuner_job.chief_lease import Fence
+from tuner_job.errors import EXIT_LEASE_LOST
 from tuner_job.layout import atomic_write_text
 
 __all__ = ["Group", "StateWriter", "write_group"]
@@ -138,9 +145,14 @@ class WriterGone(RuntimeError):
 
 
 class StateWriter:
-    """The chief's end of the writer child; used from the event loop's thread only."""
+    """The chief's end of the writer child; used from the event loop's thread only.
 
-    def __init__(self) -> None:
+    Args:
+        fence: the chief's lease (`ChiefLease.fence`): checked before every write; None writes unchecked.
+    """
+
+    def __init__(self, fence: Fence | None = None) -> None:
+        self.fence = fence
         self._proc: subprocess.Popen[bytes] | None = None
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._replies = b""
@@ -158,8 +170,9 @@ class StateWriter:
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        fence = [] if self.fence is None else [self.fence.folder, str(self.fence.epoch), self.fence.run]
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tuner_job.state_writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            [sys.executable, "-m", "tuner_job.state_writer", *fence], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         try:
@@ -180,6 +193,8 @@ class StateWriter:
                 return
             except WriterGone:
                 pass  # `_gone` warned; this group and the next are written here
+        if self.fence is not None:
+            self.fence.check()
         await asyncio.to_thread(write_group, group.as_text())  # encoded before the loop goes on
 
     async def _send(self, group: Group) -> None:
@@ -208,6 +223,11 @@ class StateWriter:
         self._replies += data
         *lines, self._replies = self._replies.split(b"\n")
         for line in lines:
+            if line.startswith(b"fenced "):
+                if self.fence is not None:
+                    self.fence.check()  # the child saw a newer epoch: this process leaves (exit 4)
+                if not self._waiting:
+                    continue
             future = self._waiting.popleft()
             if future.done():
                 continue
@@ -273,11 +293,23 @@ def _checkpoint(path: str, obj: Any) -> None:
         print(f"state writer: the checkpoint {path} was not written: {exc}", file=sys.stderr, flush=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """The child: `python -m tuner_job.state_writer [LEASE_FOLDER EPOCH RUN]` (with them, fenced)."""
     # The chief decides when this process ends: it exits when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    args = sys.argv[1:] if argv is None else argv
+    fence = Fence(args[0], int(args[1]), args[2]) if args else None
     source, sink = sys.stdin.fileno(), sys.stdout.buffer
+
+    def fenced() -> bool:
+        """Whether a newer chief holds the run: then say so to the chief, and write nothing more."""
+        newer = fence.newer() if fence is not None else None
+        if newer is not None:
+            sink.write(f"fenced run {fence.run} is held by the {newer.describe()}\n".encode())
+            sink.flush()
+        return newer is not None
+
     buffer = bytearray()
     # Trial checkpoints not yet written, newest per file. A group waits for no
     # checkpoint: they are written while no group waits, so a trial's start
@@ -287,6 +319,8 @@ def main() -> int:
     while True:
         for frame in _frames(buffer):
             group = Group(*pickle.loads(frame))
+            if fenced():
+                return EXIT_LEASE_LOST
             try:
                 write_record(group)
                 reply = b"ok\n"
@@ -298,14 +332,20 @@ def main() -> int:
             sink.write(reply)
             sink.flush()
         if pending and time.monotonic() - oldest > CHECKPOINT_LAG:
+            if fenced():
+                return EXIT_LEASE_LOST
             for path, obj in pending.items():  # groups keep coming: write them all now
                 _checkpoint(path, obj)
             pending.clear()
         if pending and not select.select([source], [], [], 0)[0]:
+            if fenced():
+                return EXIT_LEASE_LOST
             _checkpoint(*pending.popitem())
             continue
         data = os.read(source, _PIPE_BYTES)
         if not data:  # the chief is gone: finish the checkpoints, then go
+            if pending and fenced():
+                return EXIT_LEASE_LOST
             for path, obj in pending.items():
                 _checkpoint(path, obj)
             return 0

@@ -1,14 +1,16 @@
 """Train one trial on a worker: resume, report, log, and never lose the traceback.
 
-- Per-epoch state goes to `backup/trial_<id>/` (Keras `BackupAndRestore`): a
-  trial that runs again, on this worker or another, continues from its last
-  finished epoch, and its TensorBoard log continues with it. The metrics of the
-  epochs before the restart are kept next to it (`history.json`). Keras writes
-  the backup in place, so a worker stopped while it writes (a scale-down, a
-  kill) can leave it torn: a backup that cannot be restored is dropped and the
-  trial restarts from epoch 0 instead of failing.
-- The best epoch's weights go to `tuner/trial_<id>/checkpoint.weights.h5`: the
-  chief exports the best model from them, and Hyperband continues from them.
+- Per-epoch state goes to `backup/trial_<id>/`, published atomically
+  (`trial_backup`): weights, optimizer, the epoch and every epoch's metrics.
+  A trial that runs again, on this worker or another, continues from its last
+  finished epoch, and its TensorBoard log continues with it. A backup that
+  cannot be read starts the trial again from its first epoch, with one warning.
+- The best epoch's weights are published as `tuner/trial_<id>/checkpoint.weights.h5`
+  when the trial completes: the chief exports the best model from them, and
+  Hyperband continues from them.
+- SIGTERM (`stopping`) stops training at once, but lets a backup being
+  written finish first; the trial is not ended, so the chief keeps it for this
+  tuner id until its lease runs out, and the worker that comes back resumes it.
 - Each epoch ends with a word to the chief (the lease), and a heartbeat thread
   speaks during long epochs. When the chief says the search failed, training
   stops after the current batch.
@@ -29,14 +31,14 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tuner_job.config import SearchConfig
 from tuner_job.errors import SearchFailedError, error_summary
-from tuner_job.layout import RunPaths, atomic_write_json, atomic_write_text, read_json
+from tuner_job.layout import RunPaths, atomic_write_text
 from tuner_job.objective import ObjectiveNotLoggedError, resolve_objective
 from tuner_job.tensorboard_logs import write_trial_hparams
+from tuner_job.trial_backup import BackupUnreadable, TrialBackup
 from tuner_job.trial_fit import BatchedData, FitRecord, fit_trial, history_from_result, trial_batch_size
 
 __all__ = ["TrialRunner", "TrialOutcome", "public_values", "format_values"]
@@ -55,6 +57,10 @@ def format_values(values: dict[str, Any]) -> str:
 
 def _format_logs(logs: dict[str, Any]) -> str:
     return " ".join(f"{k}={float(v):.4f}" for k, v in sorted(logs.items()) if isinstance(v, (int, float)))
+
+
+def _numbers(logs: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
 
 
 @dataclass
@@ -92,28 +98,6 @@ class _Heartbeat(threading.Thread):
                 log.debug("heartbeat for trial %s failed: %s", self.trial_id, exc)
 
 
-def _backup_restores(model: Any, backup_dir: Path) -> bool:
-    """Whether Keras' `BackupAndRestore` can restore the backup in `backup_dir` (True when there is none).
-
-    It loads what the callback would load at the start of `fit`: the weights
-    (after building the optimizer, whose slots they hold) and the epoch. The
-    file names are the callback's (keras 3).
-    """
-    weights, metadata = backup_dir / "latest.weights.h5", backup_dir / "training_metadata.json"
-    if metadata.exists():
-        state = read_json(metadata)
-        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int)):
-            return False
-    if weights.exists():
-        try:
-            if model.optimizer is not None and not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)
-            model.load_weights(str(weights))
-        except Exception:  # h5py's OSError for a torn file, ValueError for a short one: either way unusable
-            return False
-    return True
-
-
 class TrialRunner:
     """Trains the trials a worker is given (see the module doc for what it keeps on disk).
 
@@ -126,7 +110,7 @@ class TrialRunner:
         client: the `OracleClient` (heartbeats, and the search's state).
 
     The objective's direction (`objective.resolve_objective`, as the chief's)
-    decides the best epoch and the mode of `ModelCheckpoint` and `EarlyStopping`.
+    decides the best epoch (`TrialBackup`) and the mode of `EarlyStopping`.
 
     Raises:
         ConfigError: the objective's direction cannot be told (set `objective_direction`).
@@ -149,24 +133,27 @@ class TrialRunner:
         with open(path, "a") as handle:
             handle.write(json.dumps(event) + "\n")
 
-    def _callbacks(self, trial_id: str, execution: int, history_file: Any, history: dict[str, dict[str, float]]) -> list[Any]:
+    def _callbacks(self, trial_id: str, execution: int, backup: TrialBackup) -> list[Any]:
         import keras
 
         runner = self
         suffix = "" if execution == 0 else f"/execution_{execution}"
-        backup_dir = self.paths.backup(trial_id) / f"execution_{execution}"
         log_dir = self.paths.trial_logs(trial_id) / suffix.lstrip("/") if suffix else self.paths.trial_logs(trial_id)
+
+        class Backup(keras.callbacks.Callback):
+            """First at each epoch's end: the epoch is safe before anything else happens."""
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                backup.save(self.model, epoch, _numbers(logs))
 
         class Reporter(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
                 self.started = time.monotonic()
 
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                logs = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+                logs = _numbers(logs)
                 if not runner.objective.name.startswith("val_") or any(k.startswith("val_") for k in logs):
                     runner.objective.require_logged(logs)  # a wrong objective: stop at the first epoch that shows it
-                history[str(epoch)] = logs
-                atomic_write_json(history_file, history)
                 seconds = time.monotonic() - self.started
                 # The step count shows the batch size `fit` used (`trial_fit`).
                 steps, batch_size = self.params.get("steps"), runner._fit.batch_size
@@ -185,23 +172,10 @@ class TrialRunner:
                     self.model.stop_training = True
 
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=False),
+            Backup(),
             keras.callbacks.TensorBoard(str(log_dir), histogram_freq=0, write_graph=False, profile_batch=0),
             Reporter(),
         ]
-        if execution == 0:
-            initial = self.objective.best(logs.get(self.objective.name) for logs in history.values())  # a resumed trial's best epoch so far
-            callbacks.append(
-                keras.callbacks.ModelCheckpoint(
-                    str(self.paths.checkpoint(trial_id)),
-                    monitor=self.objective.name,
-                    mode=self.objective.direction,
-                    save_best_only=True,
-                    save_weights_only=True,
-                    initial_value_threshold=initial,
-                    verbose=0,
-                )
-            )
         if self.config.early_stopping_patience:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -210,31 +184,49 @@ class TrialRunner:
             )
         return callbacks
 
-    def _fit_once(self, trial: Any, execution: int) -> dict[str, dict[str, float]]:
+    def _fresh_start(self, trial: Any, initial_epoch: int, model: Any | None) -> tuple[Any, int]:
+        """The model (`model`, or a new one) and its first epoch: Hyperband's continued trial loads the earlier trial's checkpoint.
+
+        A checkpoint that is missing or cannot be read trains the trial from epoch 0 instead, with one warning.
+        """
+        model = model if model is not None else self.hypermodel.build(trial.hyperparameters)
+        previous = trial.hyperparameters.values.get("tuner/trial_id")
+        if not previous:
+            return model, initial_epoch
+        checkpoint = self.paths.checkpoint(str(previous))
+        try:
+            model.load_weights(str(checkpoint))  # Hyperband: continue the earlier trial
+            return model, initial_epoch
+        except Exception as exc:
+            log.warning(
+                "trial %s: the checkpoint of trial %s that it continues cannot be read (%s); it trains from its first epoch instead",
+                trial.trial_id, previous, error_summary(exc, 200),
+            )  # fmt: skip
+            return self.hypermodel.build(trial.hyperparameters), 0
+
+    def _fit_once(self, trial: Any, execution: int) -> TrialBackup:
         values = trial.hyperparameters.values
         trial_id = trial.trial_id
         epochs = int(values.get("tuner/epochs", self.config.epochs))
-        initial_epoch = int(values.get("tuner/initial_epoch", 0))
+        backup = TrialBackup(self.paths.backup(trial_id) / f"execution_{execution}", self.objective)
         model = self.hypermodel.build(trial.hyperparameters)
-        history_file = self.paths.backup(trial_id) / f"execution_{execution}.history.json"
-        backup_dir = self.paths.backup(trial_id) / f"execution_{execution}"
-        if not _backup_restores(model, backup_dir):
-            log.warning("trial %s: its backup %s cannot be restored (torn by a stopped worker); it restarts from epoch 0", trial_id, backup_dir)
-            shutil.rmtree(backup_dir, ignore_errors=True)
-            history_file.unlink(missing_ok=True)
-            model = self.hypermodel.build(trial.hyperparameters)  # the failed load may have set some weights
-        previous = values.get("tuner/trial_id")
-        if previous and self.paths.checkpoint(str(previous)).is_file():
-            model.load_weights(str(self.paths.checkpoint(str(previous))))  # Hyperband: continue the earlier trial
-        history: dict[str, dict[str, float]] = read_json(history_file) or {}
-        if history:
-            log.info("trial %s resumes after epoch %d of %d", trial_id, max(int(e) for e in history) + 1, epochs)
-        result = self.train_model(trial.hyperparameters, model, epochs, initial_epoch, self._callbacks(trial_id, execution, history_file, history))
+        try:
+            restored = backup.restore(model)
+        except BackupUnreadable as exc:
+            log.warning("trial %s: its backup %s cannot be restored (%s); it restarts from epoch 0", trial_id, exc.path, exc.reason)
+            backup.discard()
+            model, restored = None, None  # it may hold some of the backup's weights: build another
+        if restored is not None:
+            start = restored.epoch + 1
+            log.info("trial %s resumes after epoch %d of %d", trial_id, start, epochs)
+        else:
+            model, start = self._fresh_start(trial, int(values.get("tuner/initial_epoch", 0)), model)
+        result = self.train_model(trial.hyperparameters, model, epochs, start, self._callbacks(trial_id, execution, backup))
         if self.client.search_state == "failed":
             self.client.raise_if_ended()
-        if not history:  # the hypermodel's own fit trained without our callbacks: take what it returned
-            history.update(history_from_result(result, self.objective.name))
-        return history
+        if not backup.history:  # the hypermodel's own fit trained without our callbacks: take what it returned
+            backup.history.update(history_from_result(result, self.objective.name))
+        return backup
 
     def train_model(self, hp: Any, model: Any, epochs: int, initial_epoch: int, callbacks: list[Any]) -> Any:
         """The hypermodel's `fit` on the worker's data at the trial's batch size (`trial_fit`; a seam the benchmark times)."""
@@ -263,10 +255,11 @@ class TrialRunner:
         heartbeat = _Heartbeat(self.client, trial_id, period=max(0.5, min(10.0, self.config.lease_seconds / 4)))
         heartbeat.start()
         try:
-            bests = []
-            for execution in range(self.config.executions_per_trial):
-                bests.append(self.objective.best_epoch(self._fit_once(trial, execution)))
+            backups = [self._fit_once(trial, execution) for execution in range(self.config.executions_per_trial)]
+            bests = [self.objective.best_epoch(backup.history) for backup in backups]
             metrics = {name: sum(b[1][name] for b in bests if name in b[1]) / len(bests) for name in bests[0][1]}
+            if not backups[0].publish_checkpoint(self.paths.checkpoint(trial_id)):  # before the chief hears of it
+                log.warning("trial %s: no best-epoch weights to publish as its checkpoint", trial_id)
             outcome = TrialOutcome("COMPLETED", metrics, bests[0][0], time.monotonic() - started)
         except SearchFailedError:
             raise

@@ -54,22 +54,6 @@ def test_worker_job_is_indexed_with_one_pod_per_worker(rendered_sets: dict, name
     assert fail_job[0]["onExitCodes"] == {"containerName": "worker", "operator": "In", "values": [1, 2]}
 
 
-def test_chief_job_restarts_in_place_with_bounded_backoff(rendered_sets: dict) -> None:
-    job = objects_of(rendered_sets, "default")[("Job", "chief")]
-    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 1
-    assert pod_spec(job)["restartPolicy"] == "OnFailure"
-    assert 0 < job["spec"]["backoffLimit"] <= 10
-    # podFailurePolicy needs restartPolicy Never.
-    assert "podFailurePolicy" not in job["spec"]
-
-
-def test_chief_with_restart_policy_never_fails_at_once_on_bad_input() -> None:
-    job = by_kind_and_component(helm_template(helm_values_file("default"), set_values={"chief.restartPolicy": "Never"}))[("Job", "chief")]
-    assert pod_spec(job)["restartPolicy"] == "Never"
-    (fail_job,) = [r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
-    assert fail_job["onExitCodes"]["values"] == [1, 2]
-
-
 def test_tuner_ids_and_oracle_address(rendered_sets: dict) -> None:
     """The chart sets what `tuner_job.contract` names: one place for ports, variables and mounts."""
     found = objects_of(rendered_sets, "default")

@@ -305,3 +305,11 @@ checkov.io/skip1: "CKV_K8S_40=runAsUser is a value; 1000 matches the image user 
 checkov.io/skip2: "CKV_K8S_43=images are built locally and loaded into kind, there is no registry digest"
 checkov.io/skip3: "CKV_K8S_15=pullPolicy is a value; Always would break images loaded into kind"
 {{- end }}
+
+{{/*
+The run's name, its folder under <shared>/runs: `search.run`, or the release's
+name when that is empty, so two releases on one volume never share a run.
+*/}}
+{{- define "keras-tuner-cluster.runName" -}}
+{{- .Values.search.run | default .Release.Name -}}
+{{- end }}
