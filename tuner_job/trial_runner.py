@@ -121,7 +121,7 @@ class TrialRunner:
         paths: the run the trials belong to (a staged search moves it on).
         tuner_id: this worker's id (its attempts file, its log lines).
         build_model: `build(hp) -> compiled keras.Model` (`load_hypermodel`).
-        train, val: the `tf.data.Dataset`s `fit` trains and validates on (`as_tf_datasets`).
+        data: the memory-mapped `Dataset` (`load_prepared`); each fit makes its pipelines from it (`make_datasets`).
         client: the `OracleClient` (heartbeats, and the search's state).
 
     The objective's direction (`objective.resolve_objective`, as the chief's)
@@ -131,12 +131,12 @@ class TrialRunner:
         ConfigError: the objective's direction cannot be told (set `objective_direction`).
     """
 
-    def __init__(self, config: SearchConfig, paths: RunPaths, tuner_id: str, build_model: Any, train: Any, val: Any, client: Any):
+    def __init__(self, config: SearchConfig, paths: RunPaths, tuner_id: str, build_model: Any, data: Any, client: Any):
         self.config = config
         self.paths = paths
         self.tuner_id = tuner_id
         self.build_model = build_model
-        self.train, self.val = train, val
+        self.data = data  # tuner_job.data.Dataset: the memory-mapped cache
         self.client = client
         self.objective = resolve_objective(config.objective, config.objective_direction)
 
@@ -224,8 +224,17 @@ class TrialRunner:
         return history
 
     def train_model(self, model: Any, epochs: int, initial_epoch: int, callbacks: list[Any]) -> None:
-        """`model.fit` on the worker's datasets (a seam the benchmark times)."""
-        model.fit(self.train, validation_data=self.val, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+        """`model.fit` on pipelines made for this fit (a seam the benchmark times).
+
+        Made per fit (milliseconds): each epoch's order depends on (seed,
+        epoch) only, so a resumed fit replays the uninterrupted one.
+        """
+        from tuner_job.input_pipeline import make_datasets
+
+        inputs = make_datasets(self.data, self.config.batch_size, self.config.seed, initial_epoch)
+        model.fit(
+            inputs.train, validation_data=inputs.val, epochs=epochs, initial_epoch=initial_epoch, callbacks=[*callbacks, inputs.callback], verbose=0
+        )
 
     def run(self, trial: Any) -> TrialOutcome:
         """Train `trial` (each execution, resuming from its backup) and pick each execution's best epoch.
