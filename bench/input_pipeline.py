@@ -108,7 +108,7 @@ def measure(workdir: Path, sizes: list[int], image_size: tuple[int, int], batch_
                 log(f"input: {images} images: image_dataset_from_directory, decoding every trial")
                 row["decode_images_per_s"] = worker([folder], image_size, batch_size, seed, "--decode-baseline", "--repeats", str(repeats))["images_per_s"]
         log(f"input: a trial's first batch at {', '.join(map(str, sizes))} images, in turns")
-        first = worker(list(folders.values()), image_size, batch_size, seed, "--first-batches", "--repeats", str(max(15, 3 * repeats)))
+        first = worker(list(folders.values()), image_size, batch_size, seed, "--first-batches", "--repeats", str(max(60, 3 * repeats)))
         for row, measured in zip(out["sizes"], first["sizes"]):
             row.update(first_batch_seconds=measured["first_batch_seconds"], first_batch_seconds_min=measured["first_batch_seconds_min"])
     finally:

@@ -159,6 +159,22 @@ def test_cli_input_section_writes_results(tmp_path: Path) -> None:
     assert not list(Path(tempfile.gettempdir()).glob("bench-input-*/images-*")), "the image folders were not removed"
 
 
+@pytest.mark.slow
+def test_worker_memory_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "worker_memory.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.worker_memory", "--sizes", "48", "--size", "30", "20", "--base-per-class", "3", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["images"] == 48 and run["exit_codes"] == {"chief": 0, "tuner0": 0}
+    assert run["cache_bytes"] == 48 * 30 * 20 * 3
+    assert run["worker"]["rss_anon_bytes"] > 0 and run["chief"]["rss_anon_bytes"] > 0
+    assert " epoch 1/1 " in run["epoch_log"]
+    assert "| 48 |" in proc.stdout
+
+
 def test_only_replaces_its_sections_in_the_results_file(tmp_path: Path) -> None:
     from bench.__main__ import _merged
 

@@ -149,3 +149,7 @@ def test_an_unreadable_image_is_named_and_hidden_files_are_not(tmp_path: Path) -
     assert "\n" not in message
     assert message.startswith(f"cannot decode image {folder / 'b' / 'sub' / 'broken.jpg'}: "), message
     assert not (folder / ".cache").exists()
+    (folder / "b" / "sub" / "broken.jpg").unlink()
+    (folder / "b" / "sub" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match=r"^cannot read image .*gone\.png: No such file or directory$"):
+        load_image_folder(folder, (8, 8), 0.5, 0)

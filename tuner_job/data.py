@@ -47,6 +47,7 @@ log = logging.getLogger("tuner_job.data")
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _CACHE_VERSION = 2  # 2: decoded by TensorFlow as Keras does; subfolders listed
 _PROGRESS_SECONDS = 10.0
+_REPORTED: set[tuple[Path, int]] = set()
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def list_image_folder(folder: Path) -> dict[str, list[Path]]:
         if not images:
             raise DataError(f"class folder {folder / name} holds no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)})")
         files[name] = images
-    if skipped:
+    if skipped and (folder, len(skipped)) not in _REPORTED:
+        _REPORTED.add((folder, len(skipped)))  # once per process: the chief lists the folder twice
         examples = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         log.info("skipped %d hidden image file(s) in %s (names starting with '.', e.g. macOS ._* files): %s", len(skipped), folder, examples)
     return files
@@ -131,7 +133,10 @@ def _cache_key(folder: Path, files: dict[str, list[Path]], image_size: tuple[int
     digest = hashlib.sha256(f"v{_CACHE_VERSION} {image_size} {validation_split} {seed}".encode())
     for images in files.values():
         for path in images:
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError as exc:  # e.g. a link to nowhere: Keras would list it, then fail to read it
+                raise DataError(f"cannot read image {path}: {exc.strerror or type(exc).__name__}") from None
             digest.update(f"{os.path.relpath(path, folder)} {stat.st_size} {stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 

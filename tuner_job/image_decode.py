@@ -45,8 +45,9 @@ def _decoder(image_size: tuple[int, int]):
 
 
 def _reason(exc: BaseException) -> str:
-    """TensorFlow's message, on one line, without its `{{function_node ...}}` prefix."""
-    text = re.sub(r"\{\{[^}]*\}\}", "", getattr(exc, "message", None) or str(exc))
+    """TensorFlow's message on one line, without its node names (`{{function_node ...}}`, `[[...]]`, `[Op:...] name:`)."""
+    text = getattr(exc, "message", None) or str(exc)
+    text = re.sub(r"\[\[.*?\]\]|\{\{.*?\}\}|\[Op:[^\]]*\](\s*name:\s*\S*)?", "", text, flags=re.DOTALL)
     text = " ".join(text.split())
     return f"{type(exc).__name__}: {text or 'unreadable'}"
 

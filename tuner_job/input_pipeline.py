@@ -8,7 +8,8 @@ that fit's batch size. Its contract:
   `tf.data` pipeline reads them through a tensor that aliases the memory map
   (DLPack), and gathers each batch from it. The pages are the kernel's page
   cache, shared by every worker on the node; what a worker holds of its own is
-  the batches in flight, O(batch_size x (parallel gathers + prefetch)).
+  the batches in flight, O(batch_size x (parallel gathers + prefetch)), and
+  the epoch's order (8 bytes per training image).
   The map is copy-on-write (`mmap_mode="c"`), so nothing a worker does can
   change the shared files.
 - **Order.** Epoch `e` visits the training images in the order
@@ -19,7 +20,7 @@ that fit's batch size. Its contract:
   replays the uninterrupted run's epoch `k`. The `callback` of the returned
   `TrialInputs` sets the epoch's order when Keras begins the epoch; pass it to
   `fit`.
-- **Validation** is read in cache order, batch by batch, the same way.
+- **Validation** is read in cache order, batch by batch, from the same map.
 """
 
 from __future__ import annotations
