@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): run the benchmarks, print a table, write bench/results.json.
 
-    python -m bench                      # everything, default sizes (< 10 min on 2 cores)
+    python -m bench                      # everything, default sizes (about 10 min on 2 cores)
     python -m bench --only capacity      # capacity | coordination | overhead | input (repeatable)
     python -m bench --quick              # tiny sizes: checks the machinery, not the figures
 

@@ -139,6 +139,8 @@ def summarize(sizes: list[dict[str, Any]]) -> dict[str, Any]:
         out["flat"] = {
             "images": [small["images"], big["images"]],
             "first_batch_ratio": big["first_batch_seconds"] / small["first_batch_seconds"],
+            "first_batch_min_ratio": big["first_batch_seconds_min"] / small["first_batch_seconds_min"],
+            "startup_seconds": [small["startup_seconds"], big["startup_seconds"]],
             "peak_rss_anon_ratio": big["peak_rss_anon_bytes"] / small["peak_rss_anon_bytes"],
             "build_peak_rss_anon_ratio": big["build"]["peak_rss_anon_bytes"] / small["build"]["peak_rss_anon_bytes"],
         }

@@ -4,7 +4,7 @@ Run as its own process, so that its memory can be read from outside
 (`/proc/<pid>/status`, see `bench.memory`). On an image folder whose cache is
 already built:
 
-1. start-up: `load_image_folder` (lists the folder, maps the cache);
+1. start-up: `load_prepared` (as a worker: maps the cache its chief prepared);
 2. warm-up: the same pipeline over the first few dozen images, one epoch and
    one `fit` of a small model (TensorFlow's thread pools and Keras's compiled
    functions are made here, so what follows is the pipeline's own memory);
@@ -109,12 +109,12 @@ def _consume() -> Any:
 def run(folder: Path, image_size: tuple[int, int], batch_size: int, seed: int, pipeline: str, fit: bool, repeats: int, against: str | None,
         validation_split: float = 0.2) -> dict[str, Any]:
     """One worker's day with `pipeline`; `against` ("numpy" or another pipeline) is timed epoch for epoch alongside it."""
-    from tuner_job.data import Dataset, load_image_folder
+    from tuner_job.data import Dataset, load_prepared
 
     make, consume = PIPELINES[pipeline], _consume()
     out: dict[str, Any] = {"pipeline": pipeline, "rss_anon_after_import_bytes": rss_anon_bytes()}
     started = time.perf_counter()
-    data = load_image_folder(folder, image_size, validation_split, seed)
+    data = load_prepared(folder, image_size, validation_split, seed)
     out["startup_seconds"] = time.perf_counter() - started
     out["images"] = len(data.y_train) + len(data.y_val)
     out["cache_bytes"] = int(data.x_train.nbytes + data.x_val.nbytes)

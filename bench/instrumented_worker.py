@@ -72,7 +72,7 @@ def install() -> None:
     _wrap(OracleClient, "end_trial", "report")
     _wrap(OracleClient, "get_trial", "lease")
     _wrap(OracleClient, "wait_for_chief", "chief")
-    _wrap(data, "load_image_folder", "data")
+    _wrap(data, "load_prepared", "data")
     _wrap(input_pipeline, "make_datasets", "data")
     _wrap(trial_runner.TrialRunner, "train_model", "fit")
     _wrap(trial_runner.TrialRunner, "run", "trial")

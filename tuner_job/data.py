@@ -8,7 +8,7 @@ folders (names starting with `.`, such as the `._*` files macOS leaves on
 shared drives, which Keras would list and then fail to decode) are skipped
 and counted in the log.
 
-The first process to need a split decodes every image as Keras would
+The first process to need a split (the chief) decodes every image as Keras would
 (`tuner_job.image_decode`), writing the arrays incrementally into memory maps
 under `<dataset>/.cache/<key>/`: the build holds a few chunks of images,
 whatever the dataset's size. Every other process (and every later trial)
@@ -17,7 +17,8 @@ lock; the cache appears by an atomic rename of a finished, fsynced folder, so a
 half-built cache is never read, and a build killed half-way leaves only a temp
 folder that the next build removes. The key covers the file list (paths,
 sizes, mtimes), the image size, the split and the seed: change any and a new
-cache is built.
+cache is built. The chief records which cache it prepared for its settings, and
+workers open that one without listing the folder (`load_prepared`).
 
 Listing and loading need numpy only; TensorFlow comes in to decode
 (`image_decode`) and to feed the arrays to Keras (`input_pipeline`).
@@ -38,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from tuner_job.errors import DataError
+from tuner_job.layout import atomic_write_json, read_json
 
-__all__ = ["Dataset", "list_image_folder", "load_image_folder", "IMAGE_SUFFIXES"]
+__all__ = ["Dataset", "list_image_folder", "load_image_folder", "load_prepared", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger("tuner_job.data")
 
@@ -129,8 +131,17 @@ def list_image_folder(folder: Path) -> dict[str, list[Path]]:
     return files
 
 
+def _settings(image_size: tuple[int, int], validation_split: float, seed: int) -> str:
+    return f"v{_CACHE_VERSION} {tuple(image_size)} {validation_split} {seed}"
+
+
+def _prepared_file(folder: Path, image_size: tuple[int, int], validation_split: float, seed: int) -> Path:
+    """Names the cache last prepared for these settings (written by `load_image_folder`, read by `load_prepared`)."""
+    return folder / ".cache" / f"prepared-{hashlib.sha256(_settings(image_size, validation_split, seed).encode()).hexdigest()[:16]}.json"
+
+
 def _cache_key(folder: Path, files: dict[str, list[Path]], image_size: tuple[int, int], validation_split: float, seed: int) -> str:
-    digest = hashlib.sha256(f"v{_CACHE_VERSION} {image_size} {validation_split} {seed}".encode())
+    digest = hashlib.sha256(_settings(image_size, validation_split, seed).encode())
     for images in files.values():
         for path in images:
             try:
@@ -272,6 +283,7 @@ def load_image_folder(folder: Path, image_size: tuple[int, int], validation_spli
     cache_dir = folder / ".cache"
     target = cache_dir / key
     if (target / "meta.json").is_file():
+        _record_prepared(folder, image_size, validation_split, seed, key)
         return _load(target)
     created_cache_dir = not cache_dir.exists()
     cache_dir.mkdir(exist_ok=True)
@@ -296,4 +308,29 @@ def load_image_folder(folder: Path, image_size: tuple[int, int], validation_spli
             shutil.rmtree(cache_dir, ignore_errors=True)
         raise
     lock_path.unlink(missing_ok=True)
+    _record_prepared(folder, image_size, validation_split, seed, key)
     return _load(target)
+
+
+def _record_prepared(folder: Path, image_size: tuple[int, int], validation_split: float, seed: int, key: str) -> None:
+    path = _prepared_file(folder, image_size, validation_split, seed)
+    if (read_json(path) or {}).get("key") != key:
+        atomic_write_json(path, {"key": key, "written": time.time()})
+
+
+def load_prepared(folder: Path, image_size: tuple[int, int], validation_split: float, seed: int) -> Dataset:
+    """The cache last prepared for these settings (by the chief), opened without listing the folder.
+
+    A worker's start-up then costs the same for 1,000 images as for 100,000
+    (listing and stat-ing every file, which `load_image_folder` must do to
+    see a change, takes seconds on a network volume), and every worker reads
+    the arrays its chief prepared, even if the folder changes during the
+    search. When no cache is recorded for these settings (no chief has run
+    with them), it is `load_image_folder`. Arguments, result and errors as
+    `load_image_folder`'s.
+    """
+    recorded = read_json(_prepared_file(folder, image_size, validation_split, seed)) or {}
+    target = folder / ".cache" / str(recorded.get("key", ""))
+    if recorded.get("key") and (target / "meta.json").is_file():
+        return _load(target)
+    return load_image_folder(folder, image_size, validation_split, seed)

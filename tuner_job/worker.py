@@ -37,7 +37,7 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
         SearchFailedError: the chief says the search failed (exit 1).
         ChiefUnreachableError: no chief answered for `chief_wait_seconds` (exit 3).
     """
-    from tuner_job.data import load_image_folder
+    from tuner_job.data import load_prepared
     from tuner_job.hypermodels import load_hypermodel
 
     resolve_objective(config.objective, config.objective_direction)  # as the chief does: fail before waiting for it
@@ -56,7 +56,7 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
     )
     try:
         client.wait_for_chief()
-        data = load_image_folder(paths.shared_dir / config.data, config.image_size, config.validation_split, config.seed)
+        data = load_prepared(paths.shared_dir / config.data, config.image_size, config.validation_split, config.seed)
         build = load_hypermodel(config.hypermodel, data.input_shape, data.num_classes)
         runner = TrialRunner(config, paths, role.tuner_id, build, data, client)
         log.info("%s ready after %.1fs: %d classes, input %s", role.tuner_id, time.monotonic() - started, data.num_classes, data.input_shape)
