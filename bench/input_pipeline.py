@@ -103,13 +103,15 @@ def measure(workdir: Path, sizes: list[int], image_size: tuple[int, int], batch_
             if images <= copy_max:
                 log(f"input: {images} images: the pipeline before issue 17 (arrays copied into tf.data), and ours alongside")
                 copy = worker([folder], image_size, batch_size, seed, "--pipeline", "copy", "--against", "ours", "--repeats", str(repeats))
-                row["copy"] = {k: copy[k] for k in ("peak_rss_anon_bytes", "rss_anon_base_bytes", "first_batch_seconds", "images_per_s", "ours_images_per_s")}
+                fields = ("peak_rss_anon_bytes", "rss_anon_base_bytes", "first_batch_seconds", "images_per_s", "ours_images_per_s")
+                row["copy"] = {k: copy[k] for k in fields}
             if images == decode_at:
                 log(f"input: {images} images: image_dataset_from_directory, decoding every trial")
-                row["decode_images_per_s"] = worker([folder], image_size, batch_size, seed, "--decode-baseline", "--repeats", str(repeats))["images_per_s"]
+                decode = worker([folder], image_size, batch_size, seed, "--decode-baseline", "--repeats", str(repeats))
+                row["decode_images_per_s"] = decode["images_per_s"]
         log(f"input: a trial's first batch at {', '.join(map(str, sizes))} images, in turns")
         first = worker(list(folders.values()), image_size, batch_size, seed, "--first-batches", "--repeats", str(max(60, 3 * repeats)))
-        for row, measured in zip(out["sizes"], first["sizes"]):
+        for row, measured in zip(out["sizes"], first["sizes"], strict=True):
             row.update(first_batch_seconds=measured["first_batch_seconds"], first_batch_seconds_min=measured["first_batch_seconds_min"])
     finally:
         for folder in (base, *folders.values()):

@@ -183,7 +183,7 @@ def first_batches(folders: list[Path], image_size: tuple[int, int], batch_size: 
     return {
         "sizes": [
             {"images": len(data.y_train) + len(data.y_val), "first_batch_seconds": _median(s), "first_batch_seconds_min": min(s), "seconds": s}
-            for data, s in zip(datasets, seconds)
+            for data, s in zip(datasets, seconds, strict=True)
         ]
     }
 

@@ -62,8 +62,8 @@ def install() -> None:
     import keras
 
     import tuner_job.data as data
-    import tuner_job.input_pipeline as input_pipeline
     import tuner_job.hypermodels as hypermodels
+    import tuner_job.input_pipeline as input_pipeline
     import tuner_job.trial_runner as trial_runner
     from tuner_job.oracle_client import OracleClient
 

@@ -192,7 +192,9 @@ def render(results: dict[str, Any]) -> str:
             copy = r.get("copy") or {}
             rows.append([
                 str(r["images"]), mb(r["cache_bytes"]), _f(r["build"]["seconds"]), mb(r["build"]["peak_rss_anon_bytes"]),
-                _f(r["startup_seconds"] * 1000, "{:.0f}"), f'{_f(r["first_batch_seconds"] * 1000, "{:.0f}")} / {_f(r["first_batch_seconds_min"] * 1000, "{:.0f}")}', mb(r["peak_rss_anon_bytes"]),
+                _f(r["startup_seconds"] * 1000, "{:.0f}"),
+                f'{_f(r["first_batch_seconds"] * 1000, "{:.0f}")} / {_f(r["first_batch_seconds_min"] * 1000, "{:.0f}")}',
+                mb(r["peak_rss_anon_bytes"]),
                 _f(r["images_per_s"], "{:.0f}"), _f(r["numpy_images_per_s"], "{:.0f}"), _f(r.get("decode_images_per_s"), "{:.0f}"),
                 _f(copy.get("images_per_s"), "{:.0f}"), _f(copy.get("ours_images_per_s"), "{:.0f}"), mb(copy.get("peak_rss_anon_bytes")),
                 _f(None if not copy else copy["first_batch_seconds"] * 1000, "{:.0f}"),
@@ -201,8 +203,9 @@ def render(results: dict[str, Any]) -> str:
             f"Input pipeline at {c['image_size'][0]}x{c['image_size'][1]}, batch {c['batch_size']}: a worker process reading the cache "
             f"(images/s: median of {c['repeats']} epochs; 1st batch: median of the sizes taken in turns), numpy reading the same batches "
             "(the floor), image_dataset_from_directory (decode every trial), and the pipeline before issue 17 (arrays copied into tf.data)\n\n"
-            + _table(["images", "cache MiB", "build s", "build peak anon MiB", "start-up ms", "1st batch ms (median / min)", "peak anon MiB", "images/s",
-                      "numpy images/s", "decode images/s", "before: images/s", "(ours alongside)", "before: peak anon MiB", "before: 1st batch ms"], rows)
+            + _table(["images", "cache MiB", "build s", "build peak anon MiB", "start-up ms", "1st batch ms (median / min)", "peak anon MiB",
+                      "images/s", "numpy images/s", "decode images/s", "before: images/s", "(ours alongside)", "before: peak anon MiB",
+                      "before: 1st batch ms"], rows)
         )
     elif isinstance(inp, dict):
         parts.append(f"Input pipeline: {inp.get('error')}")

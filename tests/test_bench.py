@@ -152,7 +152,9 @@ def test_cli_input_section_writes_results(tmp_path: Path) -> None:
     assert inp["floor"]["images"] == [128] and inp["floor"]["ratio_worst"] > 0
     assert inp["decode"] == {"images": 128, "images_per_s": inp["sizes"][1]["decode_images_per_s"]} and inp["decode"]["images_per_s"] > 0
     assert inp["speedup_vs_decode"] == pytest.approx(inp["sizes"][1]["images_per_s"] / inp["decode"]["images_per_s"], rel=1e-3)
-    assert set(inp["flat"]) == {"images", "first_batch_ratio", "first_batch_min_ratio", "startup_seconds", "peak_rss_anon_ratio", "build_peak_rss_anon_ratio"}
+    assert set(inp["flat"]) == {
+        "images", "first_batch_ratio", "first_batch_min_ratio", "startup_seconds", "peak_rss_anon_ratio", "build_peak_rss_anon_ratio",
+    }
     names = [t["target"] for t in results["targets"]]
     assert names[0] == "input: cache vs decode every trial (128 images)" and len(names) == 7, names
     assert "Input pipeline" in proc.stdout and "numpy images/s" in proc.stdout and "decode images/s" in proc.stdout

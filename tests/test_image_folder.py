@@ -81,7 +81,7 @@ def _keras_images(folder: Path) -> dict[str, np.ndarray]:
     import keras
 
     dataset = keras.utils.image_dataset_from_directory(str(folder), image_size=SIZE, batch_size=None, shuffle=False, label_mode="int", verbose=False)
-    return {os.path.relpath(path, folder): image.numpy() for path, (image, _) in zip(dataset.file_paths, dataset)}
+    return {os.path.relpath(path, folder): image.numpy() for path, (image, _) in zip(dataset.file_paths, dataset, strict=True)}
 
 
 def _keras_listing(folder: Path) -> list[str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,11 +87,11 @@ def test_every_training_image_once_per_epoch_and_epochs_shuffled_differently(man
     assert flat[0] != flat[1] and flat[1] != flat[2] and flat[0] != flat[2]
     assert _epoch(inputs, 1) == epochs[1]  # epoch 1 again: the same order
     # Validation: in cache order, every image once, labels with their images.
-    val_images, val_labels = zip(*[(x.numpy(), y.numpy()) for x, y in inputs.val])
+    val_images, val_labels = zip(*[(x.numpy(), y.numpy()) for x, y in inputs.val], strict=True)
     assert np.array_equal(np.concatenate(val_images), np.asarray(data.x_val))
     assert np.array_equal(np.concatenate(val_labels), np.asarray(data.y_val))
     # Training labels travel with their images.
-    label_of = {_digest(x): int(y) for x, y in zip(data.x_train, data.y_train)}
+    label_of = {_digest(x): int(y) for x, y in zip(data.x_train, data.y_train, strict=True)}
     for images, labels in inputs.train.take(3):
         assert [label_of[_digest(x)] for x in images.numpy()] == labels.numpy().tolist()
 
@@ -114,7 +112,8 @@ def test_make_datasets_starts_at_initial_epoch_and_rejects_a_read_only_map(many_
     inputs = make_datasets(data, 50, seed=3, initial_epoch=4)
     first, _ = next(iter(inputs.train))
     assert [_digest(x) for x in first.numpy()] == [_digest(data.x_train[i]) for i in epoch_order(2000, 50, 3, 4)[:50]]
-    read_only = Dataset(data.classes, np.load(many_images / ".cache" / _only_cache(many_images) / "x_train.npy", mmap_mode="r"), data.y_train, data.x_val, data.y_val)
+    mapped_read_only = np.load(many_images / ".cache" / _only_cache(many_images) / "x_train.npy", mmap_mode="r")
+    read_only = Dataset(data.classes, mapped_read_only, data.y_train, data.x_val, data.y_val)
     with pytest.raises(ValueError, match="copy-on-write"):
         make_datasets(read_only, 50, seed=3)
     with pytest.raises(ValueError, match="batch_size"):
@@ -194,7 +193,9 @@ def _recording_fit(data: Dataset, epochs: int, backup: Path, stop_at: tuple[int,
                 raise _Interrupt()
 
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input(data.input_shape), Record(), keras.layers.Flatten(), keras.layers.Dense(data.num_classes, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input(data.input_shape), Record(), keras.layers.Flatten(), keras.layers.Dense(data.num_classes, activation="softmax")]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
     inputs = make_datasets(data, 4, seed=11, initial_epoch=initial_epoch)
     callbacks = [keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False), Watch(), inputs.callback]

@@ -19,8 +19,8 @@ TensorFlow is imported by `decode_chunks` only: the dataset listing
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
