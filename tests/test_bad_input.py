@@ -70,7 +70,7 @@ def test_chief_rejects_bad_input(case: str, shared: Path, tmp_path: Path) -> Non
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
     if case.startswith("corrupt image in a subfolder"):
         assert "more/cashbot_9999.jpg: " in errors[0] and "._" not in errors[0], errors[0]
-        assert "skipped 1 hidden image file(s)" in result.stderr
+        assert "skipped 1 hidden image file(s)" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert _snapshot(shared) == before
 
