@@ -64,7 +64,7 @@ def test_every_consumer_uses_the_one_direction(name: str, override: str | None, 
 
     # The worker: its best epoch, and the modes of its checkpoint and early stopping.
     config = parse_config({"objective": name, "objective_direction": override, "early_stopping_patience": 2})
-    runner = TrialRunner(config, RunPaths(tmp_path, "r"), "tuner0", build_model=None, train=None, val=None, client=None)
+    runner = TrialRunner(config, RunPaths(tmp_path, "r"), "tuner0", build_model=None, data=None, client=None)
     assert runner.objective == objective
     epoch, logs = runner.objective.best_epoch({str(e): {name: v, "loss": 1.0} for e, v in enumerate(VALUES)})
     assert (epoch, logs[name]) == (BEST_INDEX[expected], VALUES[BEST_INDEX[expected]])

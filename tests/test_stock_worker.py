@@ -43,6 +43,9 @@ WORKER = textwrap.dedent(
 def test_stock_keras_tuner_worker_against_our_chief(search, tmp_path: Path) -> None:
     s = search(max_trials=3, epochs=1)
     s.start("chief")
+    # A stock worker does not wait for a chief that is still preparing (it answers UNAVAILABLE
+    # "chief preparing" until then, and KerasTuner's client does not retry that): start it after.
+    s.wait_for(lambda: "oracle serving on" in s.log("chief"), timeout=120, what="the chief to serve")
     script = tmp_path / "stock_worker.py"
     script.write_text(WORKER)
     log = s.workdir / "tuner0.stock.log"
