@@ -225,3 +225,48 @@ def test_a_resumed_trial_replays_the_uninterrupted_order(shared: Path, tmp_path:
     # Hyperband continues a trial with fit(initial_epoch=k): the same orders again.
     continued = _recording_fit(data, 4, tmp_path / "continued", initial_epoch=2)
     assert continued == {2: whole[2], 3: whole[3]}
+
+
+# ----- the demo trains as before: same pixels, val_loss within the noise of the shuffle ----------
+
+
+def _demo_val_loss(data: Dataset, pipeline: str, seed: int) -> float:
+    """Final val_loss of the demo's fit (examples/demo.yaml: default hyperparameters, batch 8, 4 epochs), its weights seeded alike."""
+    import keras
+    import keras_tuner as kt
+
+    from bench.input_worker import PIPELINES
+    from tuner_job.hypermodels import build_toonvision
+
+    keras.utils.set_random_seed(42)
+    model = build_toonvision(kt.HyperParameters(), input_shape=data.input_shape, num_classes=data.num_classes)
+    train, val, callbacks = PIPELINES[pipeline](data, 8, seed)
+    history = model.fit(train, validation_data=val, epochs=4, callbacks=callbacks, verbose=0)
+    return float(history.history["val_loss"][-1])
+
+
+@pytest.mark.slow
+def test_the_demo_trains_as_it_did_before(tmp_path: Path) -> None:
+    """The demo's data (`make demo`: 60 images per class at 120x40), trained on the pipeline before issue 17 and on ours.
+
+    The pixels are the same (the demo's images are already at the search's
+    size, so decoding is the PNG's pixels in either decoder), and only the
+    order of the batches differs: ours draws it from (seed, epoch) instead of
+    a shuffle buffer. So ours must land within the spread that the shuffle's
+    seed alone gives the old pipeline.
+    """
+    from cluster.synth import synthesize
+
+    folder = tmp_path / "toonvision"
+    synthesize(folder, per_class=60, size=(120, 40), seed=42)
+    data = load_image_folder(folder, (120, 40), 0.2, 42)
+    pillow = sorted(_digest(Image.open(p).convert("RGB")) for p in folder.glob("*/*.png"))  # what the cache held before (Pillow)
+    assert sorted(_digest(x) for x in (*data.x_train, *data.x_val)) == pillow
+    seeds = (1, 2, 3)
+    before = [_demo_val_loss(data, "copy", seed) for seed in seeds]
+    ours = [_demo_val_loss(data, "ours", seed) for seed in seeds]
+    assert max(before) < 1.2 and max(ours) < 1.2, (before, ours)  # both learn (chance is ln 4 = 1.39)
+    spread = max(before) - min(before)
+    low, high = min(before) - spread, max(before) + spread
+    assert all(low <= loss <= high for loss in ours), f"val_loss: ours {ours}, before {before} (seeds {seeds})"
+    assert abs(np.mean(ours) - np.mean(before)) <= spread, (before, ours)
