@@ -150,6 +150,7 @@ def test_cli_input_section_writes_results(tmp_path: Path) -> None:
     assert before["images_per_s"] > 0 and before["ours_images_per_s"] > 0 and before["peak_rss_anon_bytes"] > 0 and "copy" not in inp["sizes"][1]
     assert inp["vs_copy"] == {"images": 64, "ratio": pytest.approx(before["ours_images_per_s"] / before["images_per_s"], rel=1e-3)}
     assert inp["floor"]["images"] == [128] and inp["floor"]["ratio_worst"] > 0
+    assert inp["floor"]["images_per_s"] == [inp["sizes"][1]["numpy_images_per_s"]]
     assert inp["decode"] == {"images": 128, "images_per_s": inp["sizes"][1]["decode_images_per_s"]} and inp["decode"]["images_per_s"] > 0
     assert inp["speedup_vs_decode"] == pytest.approx(inp["sizes"][1]["images_per_s"] / inp["decode"]["images_per_s"], rel=1e-3)
     assert set(inp["flat"]) == {
