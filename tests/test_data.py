@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +55,38 @@ def test_concurrent_processes_build_one_cache(pristine_dataset: Path, tmp_path: 
     entries = sorted(p.name for p in (folder / ".cache").iterdir() if not p.name.startswith("prepared-"))
     assert len(entries) == 1 and not entries[0].startswith(".tmp"), entries
 
+
+
+def test_a_build_killed_half_way_is_never_read_and_the_next_build_cleans_up(tmp_path: Path) -> None:
+    """A real process building the cache is SIGKILLed while it decodes (issue 17: the build writes incrementally, stays atomic)."""
+    from PIL import Image
+
+    folder = tmp_path / "ds"
+    rng = np.random.default_rng(2)
+    for i in range(1200):
+        (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(folder / f"c{i % 2}" / f"{i:04d}.png", compress_level=1)
+    code = f"from pathlib import Path; from tuner_job.data import load_image_folder; load_image_folder(Path({str(folder)!r}), (96, 128), 0.25, 3)"
+    builder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((folder / ".cache").glob(".tmp-*/x_train.npy")) and builder.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert builder.poll() is None, "the build ended before it could be killed half-way"
+        os.kill(builder.pid, signal.SIGKILL)
+    finally:
+        builder.kill()
+        builder.wait(30)
+    (left,) = (folder / ".cache").glob(".tmp-*")
+    assert not [p for p in (folder / ".cache").iterdir() if (p / "meta.json").is_file()]  # nothing half-built is visible
+    assert list_image_folder(folder)  # the folder itself is untouched
+    data = load_image_folder(folder, (96, 128), 0.25, 3)  # builds again, removing what the killed build left
+    assert not left.exists() and not list((folder / ".cache").glob(".tmp-*"))
+    assert len(data.y_train) + len(data.y_val) == 1200 and np.asarray(data.x_val).any()
+    fresh = tmp_path / "fresh"
+    shutil.copytree(folder, fresh, ignore=shutil.ignore_patterns(".cache"))
+    again = load_image_folder(fresh, (96, 128), 0.25, 3)
+    assert np.array_equal(np.asarray(again.x_train), np.asarray(data.x_train)) and np.array_equal(np.asarray(again.y_val), np.asarray(data.y_val))
 
 @pytest.mark.parametrize(
     ("damage", "expected"),
