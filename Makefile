@@ -16,6 +16,8 @@ DEMO_DIR ?= demo
 WORKERS ?= 2
 TRIALS ?= 6
 EPOCHS ?= 4
+# Benchmark knob: ONLY=input runs one section.
+ONLY ?=
 # Kubernetes knobs.
 WORKER ?= 0
 VALUES ?=
@@ -72,8 +74,8 @@ fmt: install ## Fix what ruff can fix by itself (import order, modern syntax); `
 	$(BIN)/ruff check --fix .
 
 .PHONY: bench
-bench: install ## Run the benchmarks: prints a table, writes bench/results.json.
-	$(BIN)/python -m bench
+bench: install ## Run the benchmarks (ONLY=capacity|coordination|overhead|input for one): prints a table, writes bench/results.json.
+	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY),)
 
 .PHONY: clean
 clean: ## Remove the venv, tools and demo output.

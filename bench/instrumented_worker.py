@@ -10,7 +10,7 @@ Categories (main thread only; the lease heartbeat thread runs alongside):
 - report:   UpdateTrial, EndTrial
 - lease:    GetTrial at each epoch's end (inside fit)
 - build:    build and compile the model (the hypermodel function)
-- data:     load the dataset (cache) and make the tf.data pipelines
+- data:     load the dataset (cache); also each fit's input pipeline (inside fit)
 - fit:      the hypermodel's `fit` (TrialRunner.train_model)
 - saving:   the epoch's backup (TrialBackup.save) and TensorBoard at each epoch end (inside fit)
 - hparams:  the trial's TensorBoard HParams summary
@@ -63,6 +63,7 @@ def install() -> None:
 
     import tuner_job.data as data
     import tuner_job.hypermodels as hypermodels
+    import tuner_job.input_pipeline as input_pipeline
     import tuner_job.trial_backup as trial_backup
     import tuner_job.trial_runner as trial_runner
     from tuner_job.oracle_client import OracleClient
@@ -72,8 +73,8 @@ def install() -> None:
     _wrap(OracleClient, "end_trial", "report")
     _wrap(OracleClient, "get_trial", "lease")
     _wrap(OracleClient, "wait_for_chief", "chief")
-    _wrap(data, "load_image_folder", "data")
-    _wrap(data, "as_tf_datasets", "data")
+    _wrap(data, "load_prepared", "data")
+    _wrap(input_pipeline, "make_datasets", "data")
     _wrap(trial_runner.TrialRunner, "train_model", "fit")
     _wrap(trial_runner.TrialRunner, "run", "trial")
     _wrap(trial_runner.TrialRunner, "finish", "finish")

@@ -88,8 +88,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if overhead.get("chief_exit_seconds") is not None:
             add("chief exit after the last trial (demo search)", overhead["chief_exit_seconds"], "<= 2 s", overhead["chief_exit_seconds"] <= 2)
     inp = results.get("input")
-    if isinstance(inp, dict) and inp.get("speedup") is not None:
-        add("input: cache vs decode every trial", inp["speedup"], ">= 5x", inp["speedup"] >= 5)
+    if isinstance(inp, dict) and inp.get("sizes"):
+        if inp.get("speedup_vs_decode") is not None:
+            n = inp["decode"]["images"]
+            add(f"input: cache vs decode every trial ({n} images)", inp["speedup_vs_decode"], ">= 20x", inp["speedup_vs_decode"] >= 20)
+        floor = inp["floor"]
+        sizes_text = " and ".join(map(str, floor["images"]))
+        add(f"input: numpy floor / ours, images/s ({sizes_text} images, worst)", floor["ratio_worst"], "<= 2x", floor["ratio_worst"] <= 2)
+        if inp.get("vs_copy"):
+            ratio = inp["vs_copy"]["ratio"]
+            add(f"input: ours vs today's pipeline, images/s ({inp['vs_copy']['images']} images)", ratio, ">= 1x", ratio >= 1)
+        flat = inp.get("flat")
+        if flat:
+            small, big = flat["images"]
+            # The first batch takes tens of ms; on a shared machine the median of the samples taken in turns still
+            # moves +-10 % with no trend across sizes, so the least-disturbed sample (the minimum) is the one judged.
+            for key, label in (("first_batch_min_ratio", "time to first batch (fastest of the samples)"),
+                               ("peak_rss_anon_ratio", "worker peak RssAnon"), ("build_peak_rss_anon_ratio", "cache build peak RssAnon")):
+                add(f"input: {label}, {big} vs {small} images", flat[key], "within 10%", abs(flat[key] - 1) <= 0.10)
+            add(f"input: time to first batch (median), {big} vs {small} images", flat["first_batch_ratio"], "(reference)", None)
     return out
 
 
@@ -167,15 +184,28 @@ def render(results: dict[str, Any]) -> str:
     elif isinstance(ovh, dict):
         parts.append(f"Trial overhead: {ovh.get('error')}")
     inp = results.get("input")
-    if isinstance(inp, dict) and "cache" in inp:
+    if isinstance(inp, dict) and inp.get("sizes"):
         c = inp["config"]
-        parts.append(
-            f"Input pipeline, one epoch of {inp['images']} images at {c['image_size'][0]}x{c['image_size'][1]} (median of {c['repeats']})\n\n"
-            + _table(["read", "images/s", "seconds"], [
-                ["dataset cache (load + tf.data)", _f(inp["cache"]["images_per_s"]), _f(inp["cache"]["median_seconds"], "{:.3f}")],
-                ["image_dataset_from_directory (decode)", _f(inp["decode"]["images_per_s"]), _f(inp["decode"]["median_seconds"], "{:.3f}")],
+        mb = lambda b: _f(None if b is None else b / 2**20, "{:.0f}")  # noqa: E731
+        rows = []
+        for r in inp["sizes"]:
+            copy = r.get("copy") or {}
+            rows.append([
+                str(r["images"]), mb(r["cache_bytes"]), _f(r["build"]["seconds"]), mb(r["build"]["peak_rss_anon_bytes"]),
+                _f(r["startup_seconds"] * 1000, "{:.0f}"),
+                f'{_f(r["first_batch_seconds"] * 1000, "{:.0f}")} / {_f(r["first_batch_seconds_min"] * 1000, "{:.0f}")}',
+                mb(r["peak_rss_anon_bytes"]),
+                _f(r["images_per_s"], "{:.0f}"), _f(r["numpy_images_per_s"], "{:.0f}"), _f(r.get("decode_images_per_s"), "{:.0f}"),
+                _f(copy.get("images_per_s"), "{:.0f}"), _f(copy.get("ours_images_per_s"), "{:.0f}"), mb(copy.get("peak_rss_anon_bytes")),
+                _f(None if not copy else copy["first_batch_seconds"] * 1000, "{:.0f}"),
             ])
-            + f"\n\nspeed-up {inp['speedup']:.1f}x; building the cache once took {inp['cache_build_seconds']:.2f} s"
+        parts.append(
+            f"Input pipeline at {c['image_size'][0]}x{c['image_size'][1]}, batch {c['batch_size']}: a worker process reading the cache "
+            f"(images/s: median of {c['repeats']} epochs; 1st batch: median of the sizes taken in turns), numpy reading the same batches "
+            "(the floor), image_dataset_from_directory (decode every trial), and the pipeline before issue 17 (arrays copied into tf.data)\n\n"
+            + _table(["images", "cache MiB", "build s", "build peak anon MiB", "start-up ms", "1st batch ms (median / min)", "peak anon MiB",
+                      "images/s", "numpy images/s", "decode images/s", "before: images/s", "(ours alongside)", "before: peak anon MiB",
+                      "before: 1st batch ms"], rows)
         )
     elif isinstance(inp, dict):
         parts.append(f"Input pipeline: {inp.get('error')}")

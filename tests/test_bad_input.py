@@ -22,6 +22,15 @@ def _not_a_model(tmp: Path) -> str:
     return f"{file}:build"
 
 
+def _nested_corrupt(shared: Path) -> bool:
+    """`._*` files sort first and Keras would fail on them: skipped, the error names the nested corrupt file."""
+    cashbot = shared / "data/toonvision/cashbot"
+    (cashbot / "._cashbot_0000.png").write_bytes(b"\x00\x05\x16\x07Mac OS X resource fork")
+    (cashbot / "more").mkdir()
+    (cashbot / "more" / "cashbot_9999.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return True
+
+
 CASES = {
     # data_wait_seconds=0: on a cluster the chief waits for data pushed after it (tests/test_chief_startup.py).
     "missing data folder": (lambda shared, tmp: {"data": "data/nowhere", "data_wait_seconds": 0}, "data folder not found: "),
@@ -30,6 +39,7 @@ CASES = {
         lambda shared, tmp: (shared / "data/toonvision/cashbot/cashbot_0002.png").write_bytes(b"garbage") and {},
         "cannot decode image ",
     ),
+    "corrupt image in a subfolder, macOS ._ files beside it": (lambda shared, tmp: _nested_corrupt(shared) and {}, "cannot decode image "),
     "unknown tuner": (lambda shared, tmp: {"tuner": "grad"}, "tuner: Input should be 'random', 'hyperband', 'bayesian' or 'grid'"),
     "unknown key": (lambda shared, tmp: {"max_trails": 3}, "unknown key 'max_trails'"),
     "wrong type": (lambda shared, tmp: {"epochs": "many"}, "epochs: Input should be a valid integer"),
@@ -73,6 +83,9 @@ def test_chief_rejects_bad_input(case: str, shared: Path, tmp_path: Path) -> Non
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+    if case.startswith("corrupt image in a subfolder"):
+        assert "more/cashbot_9999.jpg: " in errors[0] and "._" not in errors[0], errors[0]
+        assert "skipped 1 hidden image file(s)" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(shared) == before
 

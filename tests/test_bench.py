@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -133,17 +134,61 @@ def test_cli_input_section_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", "input", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=240,
+        cwd=REPO, capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     inp = results["input"]
-    assert inp["images"] == 16 and inp["config"]["image_size"] == [60, 20]
-    for way in ("cache", "decode"):
-        assert inp[way]["images_read"] == 16 and inp[way]["images_per_s"] > 0
-    assert inp["speedup"] > 0
-    assert [t["target"] for t in results["targets"]] == ["input: cache vs decode every trial"]
-    assert "Input pipeline" in proc.stdout and "image_dataset_from_directory" in proc.stdout
+    assert inp["config"]["image_size"] == [60, 20] and inp["config"]["sizes"] == [64, 128]
+    assert [r["images"] for r in inp["sizes"]] == [64, 128]
+    for row in inp["sizes"]:
+        assert row["cache_bytes"] == row["images"] * 60 * 20 * 3
+        for field in ("peak_rss_anon_bytes", "first_batch_seconds", "images_per_s", "numpy_images_per_s", "startup_seconds"):
+            assert row[field] > 0, field
+        assert row["build"]["peak_rss_anon_bytes"] > 0 and row["build"]["seconds"] > 0
+    before = inp["sizes"][0]["copy"]  # today's pipeline, at the smallest size only when quick
+    assert before["images_per_s"] > 0 and before["ours_images_per_s"] > 0 and before["peak_rss_anon_bytes"] > 0 and "copy" not in inp["sizes"][1]
+    assert inp["vs_copy"] == {"images": 64, "ratio": pytest.approx(before["ours_images_per_s"] / before["images_per_s"], rel=1e-3)}
+    assert inp["floor"]["images"] == [128] and inp["floor"]["ratio_worst"] > 0
+    assert inp["floor"]["images_per_s"] == [inp["sizes"][1]["numpy_images_per_s"]]
+    assert inp["decode"] == {"images": 128, "images_per_s": inp["sizes"][1]["decode_images_per_s"]} and inp["decode"]["images_per_s"] > 0
+    assert inp["speedup_vs_decode"] == pytest.approx(inp["sizes"][1]["images_per_s"] / inp["decode"]["images_per_s"], rel=1e-3)
+    assert set(inp["flat"]) == {
+        "images", "first_batch_ratio", "first_batch_min_ratio", "startup_seconds", "peak_rss_anon_ratio", "build_peak_rss_anon_ratio",
+    }
+    names = [t["target"] for t in results["targets"]]
+    assert names[0] == "input: cache vs decode every trial (128 images)" and len(names) == 7, names
+    assert "Input pipeline" in proc.stdout and "numpy images/s" in proc.stdout and "decode images/s" in proc.stdout
+    assert not list(Path(tempfile.gettempdir()).glob("bench-input-*/images-*")), "the image folders were not removed"
+
+
+@pytest.mark.slow
+def test_worker_memory_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "worker_memory.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.worker_memory", "--sizes", "48", "--size", "30", "20", "--base-per-class", "3", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["images"] == 48 and run["exit_codes"] == {"chief": 0, "tuner0": 0}
+    assert run["cache_bytes"] == 48 * 30 * 20 * 3
+    assert run["worker"]["rss_anon_bytes"] > 0 and run["chief"]["rss_anon_bytes"] > 0
+    assert " epoch 1/1 " in run["epoch_log"]
+    assert "| 48 |" in proc.stdout
+
+
+def test_only_replaces_its_sections_in_the_results_file(tmp_path: Path) -> None:
+    from bench.__main__ import _merged
+
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"quick": False, "started": "earlier", "capacity": [], "input": {"error": "old"}, "targets": []}))
+    fresh = {"quick": False, "command": "python -m bench --only input", "started": "now", "seconds": 1.0, "input": {"error": "new"}}
+    merged = _merged(out, fresh)
+    assert merged["capacity"] == [] and merged["started"] == "earlier"  # kept as it was measured
+    assert merged["input"] == {"error": "new"}
+    assert merged["sections"]["input"] == {"command": "python -m bench --only input", "started": "now", "seconds": 1.0}
+    assert _merged(out, dict(fresh, quick=True)) == dict(fresh, quick=True)  # a quick run never mixes with real figures
 
 
 def test_report_renders_every_section() -> None:

@@ -48,17 +48,19 @@ def trial_batch_size(values: dict[str, Any], default: int) -> int:
 
 
 class BatchedData:
-    """The train and validation pipelines at each batch size asked for, each made once.
+    """The trial's inputs at each batch size asked for, each made once.
 
     Args:
-        make: `batch_size -> (train, val)` (e.g. `data.as_tf_datasets` over the worker's cache).
+        make: `batch_size -> TrialInputs` (`input_pipeline.make_datasets` over the
+            worker's memory-mapped cache): `train`, `val`, and the `callback` that
+            sets each epoch's order; anything with those three attributes.
     """
 
-    def __init__(self, make: Callable[[int], tuple[Any, Any]]):
+    def __init__(self, make: Callable[[int], Any]):
         self._make = make
-        self._made: dict[int, tuple[Any, Any]] = {}
+        self._made: dict[int, Any] = {}
 
-    def __call__(self, batch_size: int) -> tuple[Any, Any]:
+    def __call__(self, batch_size: int) -> Any:
         if batch_size not in self._made:
             self._made[batch_size] = self._make(batch_size)
         return self._made[batch_size]
@@ -78,12 +80,14 @@ def fit_trial(hypermodel: Any, hp: Any, model: Any, data: BatchedData, batch_siz
         hypermodel: the `LoadedHypermodel` (its `fit` is the user's when they wrote one).
         hp: the trial's `HyperParameters`.
         model: the model `hypermodel` built for it.
-        data: the pipelines by batch size.
+        data: the inputs by batch size; their `callback` (each epoch's order) joins `callbacks`.
         batch_size: the trial's (`trial_batch_size`).
         record: set to the batch size `model.fit` trained at (a `batch_size=` the user's `fit` passed wins).
         fit_kwargs: epochs, initial_epoch, callbacks, verbose: passed on.
     """
-    train, val = data(batch_size)
+    inputs = data(batch_size)
+    train, val = inputs.train, inputs.val
+    callbacks = [*(fit_kwargs.pop("callbacks", None) or []), inputs.callback]
     record.batch_size = batch_size
     model_fit = model.fit
 
@@ -92,19 +96,21 @@ def fit_trial(hypermodel: Any, hp: Any, model: Any, data: BatchedData, batch_siz
         x = args[0] if args else kwargs.get("x")
         if requested is not None and x is train:
             size = _positive_int(requested, "the batch_size given to model.fit")
-            new_train, new_val = data(size)
+            other = data(size)
             if args:
-                args = (new_train, *args[1:])
+                args = (other.train, *args[1:])
             else:
-                kwargs["x"] = new_train
+                kwargs["x"] = other.train
             if kwargs.get("validation_data") is val:
-                kwargs["validation_data"] = new_val
+                kwargs["validation_data"] = other.val
+            if kwargs.get("callbacks"):  # the epoch order of the pipeline it now reads
+                kwargs["callbacks"] = [other.callback if c is inputs.callback else c for c in kwargs["callbacks"]]
             record.batch_size = size
         return model_fit(*args, **kwargs)
 
     model.fit = fit  # only for this call: the user's fit reaches model.fit through it
     try:
-        return hypermodel.fit(hp, model, train, validation_data=val, **fit_kwargs)
+        return hypermodel.fit(hp, model, train, validation_data=val, callbacks=callbacks, **fit_kwargs)
     finally:
         del model.fit
 

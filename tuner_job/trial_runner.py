@@ -106,7 +106,7 @@ class TrialRunner:
         paths: the run the trials belong to (a staged search moves it on).
         tuner_id: this worker's id (its attempts file, its log lines).
         hypermodel: the `LoadedHypermodel`: it builds each trial's model, and its `fit` trains it (`trial_fit`).
-        data: the train and validation pipelines by batch size (`trial_fit.BatchedData`).
+        data: the pipelines by batch size over the memory-mapped cache (`trial_fit.BatchedData` of `make_datasets`).
         client: the `OracleClient` (heartbeats, and the search's state).
 
     The objective's direction (`objective.resolve_objective`, as the chief's)

@@ -41,13 +41,11 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
         SearchFailedError: the chief says the search failed (exit 1).
         ChiefUnreachableError: no chief answered for `chief_wait_seconds` (exit 3).
     """
-    from tuner_job.data import as_tf_datasets, list_image_folder, load_image_folder
+    from tuner_job.data import load_prepared
     from tuner_job.hypermodels import load_hypermodel
+    from tuner_job.input_pipeline import make_datasets
 
     resolve_objective(config.objective, config.objective_direction)  # as the chief does: fail before waiting for it
-    folder = paths.shared_dir / config.data
-    if folder.is_dir():
-        list_image_folder(folder)  # a bad layout stops this worker now; a folder still to come is the chief's to wait for
 
     # tf.data is shuffled already; Keras warns that its own shuffle is ignored.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
@@ -63,9 +61,9 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
     )
     try:
         client.wait_for_chief()
-        data = load_image_folder(folder, config.image_size, config.validation_split, config.seed)
+        data = load_prepared(paths.shared_dir / config.data, config.image_size, config.validation_split, config.seed)
         hypermodel = load_hypermodel(config.hypermodel, data.input_shape, data.num_classes)
-        batched = BatchedData(lambda batch_size: as_tf_datasets(data, batch_size, config.seed))
+        batched = BatchedData(lambda batch_size: make_datasets(data, batch_size, config.seed))
         runner = TrialRunner(config, paths, role.tuner_id, hypermodel, batched, client)
         log.info("%s ready after %.1fs: %d classes, input %s", role.tuner_id, time.monotonic() - started, data.num_classes, data.input_shape)
         while True:
