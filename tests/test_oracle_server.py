@@ -26,11 +26,12 @@ from tuner_job.oracle_server import SEARCH_STATE_KEY, OracleServer  # noqa: E402
 
 
 class Running:
-    def __init__(self, tmp: Path, max_trials: int, lease_seconds: float = 30, failures: int = 3):
-        space = _kt.HyperParameters()
-        space.Int("units", 1, 64)
-        space.Choice("act", ["relu", "tanh"])
-        oracle = _kt.make_oracle("random", objective="val_loss", max_trials=max_trials, epochs=1, seed=1, hyperparameters=space)
+    def __init__(self, tmp: Path, max_trials: int = 1, lease_seconds: float = 30, failures: int = 3, oracle: Any = None):
+        if oracle is None:
+            space = _kt.HyperParameters()
+            space.Int("units", 1, 64)
+            space.Choice("act", ["relu", "tanh"])
+            oracle = _kt.make_oracle("random", objective="val_loss", max_trials=max_trials, epochs=1, seed=1, hyperparameters=space)
         self.server = OracleServer(
             oracle, RunPaths(tmp, "r"), lease_seconds=lease_seconds, max_consecutive_failed_trials=failures, idle_wait_seconds=1.0
         )
@@ -176,3 +177,24 @@ def test_the_journal_restores_what_a_machine_crash_left_behind(running, tmp_path
     assert server.progress.scoreboard.completed == 1
     assert any(f"trial {second.trial_id} stays with tuner2" in note for note in notes), notes
     assert any("recovered from the journal" in note for note in notes), notes
+
+
+def test_a_stale_oracle_json_does_not_hand_out_a_trial_that_ended(running, tmp_path: Path) -> None:
+    """oracle.json lags the journal: a trial that ended after its last save is
+    listed there as running. The restored chief must not give it back to its
+    old owner as if it still ran."""
+    r = running(max_trials=5)
+    first, _ = r.create("tuner0")
+    second, _ = r.create("tuner1")
+    tuner_dir = tmp_path / "runs" / "r" / "tuner"
+    stale = (tuner_dir / "oracle.json").read_text()
+    r.end(first, loss=0.5)
+    r.close()
+    (tuner_dir / "oracle.json").write_text(stale)
+
+    server, notes = _restored(tmp_path, max_trials=5)
+    oracle = server.oracle
+    assert {tuner: t.trial_id for tuner, t in oracle.ongoing_trials.items()} == {"tuner1": second.trial_id}, notes
+    assert first.trial_id in oracle.end_order and server.progress.scoreboard.completed == 1
+    trial = oracle.create_trial("tuner0")
+    assert trial.trial_id not in (first.trial_id, second.trial_id) and trial.status == "RUNNING"

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tuner_job._kt import Oracle, Trial, TrialStatus, _cheap_space_copies, space_of
+from tuner_job._kt_asha import AshaOracle
 from tuner_job.layout import WARM_START_LABEL
 from tuner_job.space_model import values_inside
 from tuner_job.trials import trial_order
@@ -103,7 +104,7 @@ def restore_oracle_state(oracle: Oracle, state: dict[str, Any], trials: dict[str
     state["id_to_hash"] = {**hashes, **state.get("id_to_hash", {})}
     state["run_times"] = {**{t: 1 for t in ended}, **state.get("run_times", {})}
     oracle.trials = dict(trials)
-    oracle.set_state(state)
+    oracle.set_state(state)  # AshaOracle.set_state rebuilds its rungs from the trials
     _cheap_space_copies(oracle)  # set_state made a new space
 
 
@@ -123,6 +124,8 @@ def rebuild_oracle_state(oracle: Oracle, trials: dict[str, Trial], end_order: li
     oracle._seed_state = oracle.seed + 1000 * len(trials)
     oracle._retry_queue = list(running)
     oracle.ongoing_trials = {}
+    if isinstance(oracle, AshaOracle):
+        oracle.rebuild()  # its rungs and budget come from the trials
     return running
 
 
@@ -157,13 +160,16 @@ def resume(oracle: Oracle, state: dict[str, Any] | None, trials: dict[str, Trial
     notes: list[str] = []
     if state is not None:
         restore_oracle_state(oracle, state, trials, end_order)
-        # Trials whose end reached the journal but not oracle.json.
+        # Trials whose end reached the journal but not oracle.json: a stale
+        # oracle.json still lists them as running with their old owners (and
+        # `restore_oracle_state` already took `end_order` from the journal).
         for trial_id in end_order:
             if trial_id not in oracle.end_order:
                 oracle.end_order.append(trial_id)
-                for tuner, trial in list(oracle.ongoing_trials.items()):
-                    if trial.trial_id == trial_id:
-                        del oracle.ongoing_trials[tuner]
+        ended = set(oracle.end_order)
+        for tuner, trial in list(oracle.ongoing_trials.items()):
+            if trial.trial_id in ended or oracle.trials[trial.trial_id].status in _ENDED:
+                del oracle.ongoing_trials[tuner]
         # A stock reload would re-queue these; we keep them with their owners.
         for tuner, trial in list(oracle.ongoing_trials.items()):
             oracle.ongoing_trials[tuner] = oracle.trials[trial.trial_id]

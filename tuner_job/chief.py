@@ -59,6 +59,9 @@ def build_oracle(config: SearchConfig, build_model: Any, objective: Objective) -
         hyperband_factor=config.hyperband_factor,
         max_retries_per_trial=config.max_retries_per_trial,
         bayesian_initial_points=config.bayesian_initial_points,
+        bayesian_liar=config.bayesian_liar,
+        asha_min_epochs=config.asha_min_epochs,
+        asha_max_total_epochs=config.asha_max_total_epochs,
     )
     _kt.populate_space(oracle, build_model)
     return oracle
@@ -208,7 +211,9 @@ async def _serve(
     seeded = _account_warm(server, oracle)
     if fresh_warm:
         server.store.flush_now()
-    if seeded:
+    if seeded and oracle.max_trials is None:  # asha: seeded trials are observations, not configurations it started
+        log.info("%d seeded trials from run %s; this run starts up to %d new configurations", seeded, config.warm_start, config.max_trials)
+    elif seeded:
         log.info("%d seeded trials from run %s; max_trials %d -> %d so this run trains %d new trials",
                  seeded, config.warm_start, oracle.max_trials - seeded, oracle.max_trials, oracle.max_trials - seeded)
     stop_startup_health()  # the oracle's own server takes the port over

@@ -213,8 +213,12 @@ class TrialRunner:
             history_file.unlink(missing_ok=True)
             model = self.build_model(trial.hyperparameters)  # the failed load may have set some weights
         previous = values.get("tuner/trial_id")
-        if previous and self.paths.checkpoint(str(previous)).is_file():
-            model.load_weights(str(self.paths.checkpoint(str(previous))))  # Hyperband: continue the earlier trial
+        if previous:  # a promotion (hyperband, asha): continue the earlier trial's best weights
+            parent = self.paths.checkpoint(str(previous))
+            if parent.is_file():
+                model.load_weights(str(parent))
+            else:
+                log.warning("trial %s continues trial %s, but %s is missing: it trains from fresh weights", trial_id, previous, parent)
         history: dict[str, dict[str, float]] = read_json(history_file) or {}
         if history:
             log.info("trial %s resumes after epoch %d of %d", trial_id, max(int(e) for e in history) + 1, epochs)
