@@ -145,9 +145,12 @@ def test_no_worker_waits_while_the_configuration_budget_lasts(workers: int) -> N
             assert asha.configs == 60, (running, asha)
     assert asha.configs == 60
     assert asha.running == {}
-    # Every due promotion happened: the top third of every rung below the top moved up.
+    # Every due promotion happened: nothing is left to hand out, and the top
+    # third of every rung below the top moved up.
+    assert asha.next_job() is None
     for rung in range(len(asha.epochs) - 1):
-        assert asha._promotable(rung) is None
+        top = sorted(asha.rungs[rung], key=asha.rungs[rung].get)[: len(asha.rungs[rung]) // 3]
+        assert set(top) <= asha.promoted[rung]
 
 
 @pytest.mark.parametrize("workers", [1, 8])

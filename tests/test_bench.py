@@ -167,3 +167,45 @@ def test_report_renders_every_section() -> None:
     by = {t["target"]: t for t in results["targets"]}
     assert by["throughput vs stock at M=2 (whole run)"]["value"] == pytest.approx(5.0)
     assert by["per-trial cost (chief CPU) at 300 vs 200 trials"]["met"] is True
+
+
+def test_parallel_simulation_tiny() -> None:
+    """The discrete-event simulation, in-process: budgets kept, figures in range,
+    and stock Hyperband with one iteration (KerasTuner's default) idling while
+    asha, on the same workers, keeps them busy until its budget runs out."""
+    from bench import parallel
+    from bench.parallel_report import summarize
+
+    configs = parallel.plan([1, 4], 1, per_worker_epochs=40, bayesian_trials=11)
+    assert {(c.algorithm, c.workers): c.budget for c in configs}[("asha", 4)] == 160
+    assert {(c.algorithm, c.workers): c.budget for c in configs}[("our_bayesian", 4)] == 11 * 27
+    records = [parallel.simulate(c) for c in configs]
+    assert len(records) == len(parallel.ALGORITHMS) * 2
+    for r in records:
+        assert {"algorithm", "M", "seed", "utilisation", "time_to_target", "best_at_budget"} <= set(r)
+        assert 0 < r["utilisation"] <= 1 and r["epochs"] <= r["budget"]
+        assert r["best_at_budget"] < 0 and (r["time_to_target"] is None or r["time_to_target"] <= r["makespan"])
+        if r["M"] == 1:
+            assert r["utilisation"] == pytest.approx(1.0) and r["idle_answers"] == 0
+    our = [r for r in records if r["algorithm"] == "our_bayesian" and r["M"] == 4]
+    assert our[0]["closest_running"] >= 1.0
+    assert [s["algorithm"] for s in summarize(records)][:2] == ["stock_hyperband", "stock_hyperband"]
+
+    one_iteration = parallel.simulate(parallel.SimConfig("stock_hyperband", 16, 0, budget=10**6, hyperband_iterations=1))
+    asha = parallel.simulate(parallel.SimConfig("asha", 16, 0, budget=one_iteration["epochs"]))
+    assert one_iteration["epochs"] == 375 and one_iteration["idle_answers"] > 0 and one_iteration["utilisation"] < 0.8
+    assert asha["utilisation"] > one_iteration["utilisation"]
+
+
+def test_cli_parallel_section_writes_its_records(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "parallel", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    records = results["parallel"]
+    assert {(r["algorithm"], r["M"], r["seed"]) for r in records} == {(a, m, 0) for a in ("stock_hyperband", "asha", "stock_random", "stock_bayesian", "our_bayesian") for m in (1, 4)}
+    assert results["sections"]["parallel"]["command"].endswith("--only parallel --out " + str(out))
+    assert "Parallel search, simulated" in proc.stdout and "our_bayesian" in proc.stdout

@@ -26,6 +26,9 @@ from tuner_job.errors import ConfigError
         ({"space": {"conv_1_filters": {"low": 4}}}, "space.conv_1_filters"),
         ({"stages": "random:30"}, "stages: a staged search needs at least two stages"),
         ({"stages": "random:30,grad:10"}, "stages: 'grad:10' is not tuner:trials"),
+        ({"tuner": "asha", "epochs": 5, "asha_min_epochs": 6}, "asha_min_epochs: must be <= epochs (5), but got 6"),
+        ({"asha_max_total_epochs": 0}, "asha_max_total_epochs: "),
+        ({"bayesian_liar": "sometimes"}, "bayesian_liar: Input should be 'believer', 'worst', 'mean', 'best' or 'off'"),
     ],
 )
 def test_bad_config_names_the_key(data: dict, expected: str) -> None:

@@ -1,8 +1,8 @@
-"""`ParallelBayesianOracle`: `ConstantLiarGP` as a KerasTuner 1.4.8 oracle.
+"""`ParallelBayesianOracle`: `LiarGP` as a KerasTuner 1.4.8 oracle.
 
 A `_kt*` module: it subclasses `BayesianOptimizationOracle` and reads its
 space helpers (`_nonfixed_space`, `_vector_to_values`, `_random_values`) and
-each hyperparameter's step. The decision is `tuner_job.constant_liar`.
+each hyperparameter's step. The decision is `tuner_job.liar`.
 
 Stock KerasTuner 1.4.8 already puts running trials into its fit, but with the
 score the *previous* fit predicts for them plus one standard deviation: before
@@ -23,7 +23,7 @@ from keras_tuner.src.engine import hyperparameters as _hp
 from keras_tuner.src.engine import trial as _trial
 from keras_tuner.src.tuners.bayesian import BayesianOptimizationOracle
 
-from tuner_job.constant_liar import ConstantLiarGP
+from tuner_job.liar import LiarGP
 
 __all__ = ["ParallelBayesianOracle", "space_steps", "unit_point", "CONTINUOUS_STEP"]
 
@@ -77,20 +77,20 @@ def unit_point(hyperparameters: Any, values: dict[str, Any]) -> np.ndarray:
 
 
 class ParallelBayesianOracle(BayesianOptimizationOracle):
-    """KerasTuner's Bayesian optimisation, parallel-aware (see `ConstantLiarGP`).
+    """KerasTuner's Bayesian optimisation, parallel-aware (see `LiarGP`).
 
     Args:
-        lie: the running trials' provisional score: "worst", "mean" or "best".
+        lie: the running trials' provisional score: "believer", "worst", "mean" or "best".
         The rest as `keras_tuner.oracles.BayesianOptimizationOracle`.
 
     With one worker no trial is running when one is proposed, so it decides as
     the stock oracle would, except that it never proposes a tried point again.
     """
 
-    def __init__(self, *, lie: str = "worst", **kwargs: Any):
+    def __init__(self, *, lie: str = "believer", **kwargs: Any):
         super().__init__(**kwargs)
         self.lie = lie
-        self.proposer = ConstantLiarGP(lie=lie, alpha=self.alpha, beta=self.beta, seed=self.seed)  # type: ignore[arg-type]
+        self.proposer = LiarGP(lie=lie, alpha=self.alpha, beta=self.beta, seed=self.seed)  # type: ignore[arg-type]
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         completed = [t for t in self.trials.values() if t.status == _trial.TrialStatus.COMPLETED]

@@ -126,10 +126,10 @@ class SearchConfig(_Strict):
     bayesian_initial_points: int | None = Field(
         None, ge=1, description="Random trials before the Gaussian process leads (default: 3 per hyperparameter)."
     )
-    bayesian_liar: Literal["worst", "mean", "best", "off"] = Field(
-        "worst",
-        description="bayesian: the provisional score running trials get until they end, so parallel workers spread out; "
-        "off: KerasTuner's own oracle.",
+    bayesian_liar: Literal["believer", "worst", "mean", "best", "off"] = Field(
+        "believer",
+        description="bayesian: the provisional score running trials get until they end, so parallel workers spread out "
+        "(believer: the model's prediction; worst/mean/best: a constant from the results so far); off: KerasTuner's own oracle.",
     )
     max_consecutive_failed_trials: int = Field(3, ge=1)
     max_retries_per_trial: int = Field(0, ge=0)
