@@ -54,7 +54,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parallel-seeds", type=int, default=5)
     p.add_argument("--per-worker-epochs", type=int, default=384, help="asha, stock Hyperband and random: budget = this x M epochs")
     p.add_argument("--bayesian-trials", type=int, default=60, help="the two Bayesian oracles' budget, in full trials")
-    p.add_argument("--hyperband-iterations", type=int, default=None, help="stock Hyperband's (default: as many as its budget allows)")
     args = p.parse_args(argv)
     if args.quick:
         args.workers, args.train_seconds, args.trials_per_worker, args.exit_cap = [4], 0.05, 3, 21.0
@@ -121,7 +120,7 @@ def run_parallel(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
 
     configs = parallel.plan(
         args.parallel_workers, args.parallel_seeds, per_worker_epochs=args.per_worker_epochs,
-        bayesian_trials=args.bayesian_trials, hyperband_iterations=args.hyperband_iterations,
+        bayesian_trials=args.bayesian_trials,
     )
     log(f"parallel: {len(configs)} simulated searches (M = {', '.join(map(str, args.parallel_workers))}; {args.parallel_seeds} seeds)")
     return parallel.run_parallel(configs, log=log)

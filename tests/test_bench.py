@@ -183,15 +183,15 @@ def test_parallel_simulation_tiny() -> None:
     assert len(records) == len(parallel.ALGORITHMS) * 2
     for r in records:
         assert {"algorithm", "M", "seed", "utilisation", "time_to_target", "best_at_budget"} <= set(r)
-        assert 0 < r["utilisation"] <= 1 and r["epochs"] <= r["budget"]
+        assert 0 < r["utilisation"] <= 1 and r["epochs"] <= (r["budget"] or 375)
         assert r["best_at_budget"] < 0 and (r["time_to_target"] is None or r["time_to_target"] <= r["makespan"])
         if r["M"] == 1:
             assert r["utilisation"] == pytest.approx(1.0) and r["idle_answers"] == 0
     our = [r for r in records if r["algorithm"] == "our_bayesian" and r["M"] == 4]
     assert our[0]["closest_running"] >= 1.0
-    assert [s["algorithm"] for s in summarize(records)][:2] == ["stock_hyperband", "stock_hyperband"]
+    assert [s["algorithm"] for s in summarize(records)][:3] == ["stock_hyperband", "stock_hyperband", "stock_hyperband_1it"]
 
-    one_iteration = parallel.simulate(parallel.SimConfig("stock_hyperband", 16, 0, budget=10**6, hyperband_iterations=1))
+    one_iteration = parallel.simulate(parallel.SimConfig("stock_hyperband_1it", 16, 0, budget=None))
     asha = parallel.simulate(parallel.SimConfig("asha", 16, 0, budget=one_iteration["epochs"]))
     assert one_iteration["epochs"] == 375 and one_iteration["idle_answers"] > 0 and one_iteration["utilisation"] < 0.8
     assert asha["utilisation"] > one_iteration["utilisation"]
@@ -206,6 +206,6 @@ def test_cli_parallel_section_writes_its_records(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     records = results["parallel"]
-    assert {(r["algorithm"], r["M"], r["seed"]) for r in records} == {(a, m, 0) for a in ("stock_hyperband", "asha", "stock_random", "stock_bayesian", "our_bayesian") for m in (1, 4)}
+    assert {(r["algorithm"], r["M"], r["seed"]) for r in records} == {(a, m, 0) for a in ("stock_hyperband", "stock_hyperband_1it", "asha", "stock_random", "stock_bayesian", "our_bayesian") for m in (1, 4)}
     assert results["sections"]["parallel"]["command"].endswith("--only parallel --out " + str(out))
     assert "Parallel search, simulated" in proc.stdout and "our_bayesian" in proc.stdout
