@@ -273,6 +273,7 @@ def run_parallel(configs: list[SimConfig], jobs: int | None = None, log: Any = N
     # The Bayesian runs fit a Gaussian process per trial: start them first.
     ordered = sorted(configs, key=lambda c: (c.algorithm not in FULL_TRIALS, -c.workers))
     records: list[dict[str, Any]] = []
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the children import KerasTuner, hence TensorFlow: quietly
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for done, record in enumerate(pool.map(simulate, ordered), start=1):
             records.append(record)
