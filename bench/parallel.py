@@ -260,7 +260,10 @@ def plan(
     for algorithm in algorithms or ALGORITHMS:
         for m in workers:
             max_epochs = settings.get("max_epochs", SimConfig.max_epochs)
-            budget = bayesian_trials * max_epochs if algorithm in FULL_TRIALS else None if algorithm == "stock_hyperband_1it" else per_worker_epochs * m
+            if algorithm in FULL_TRIALS:
+                budget: int | None = bayesian_trials * max_epochs
+            else:
+                budget = None if algorithm == "stock_hyperband_1it" else per_worker_epochs * m
             configs.extend(SimConfig(algorithm, m, seed, budget=budget, **settings) for seed in range(seeds))
     return configs
 

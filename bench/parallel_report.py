@@ -50,7 +50,8 @@ def _f(value: Any, fmt: str) -> str:
 def render_parallel(records: list[dict[str, Any]], table: Any) -> str:
     """The section's table; `table(header, rows)` formats it as the other sections do."""
     rows = [
-        [s["algorithm"], str(s["M"]), "one iteration" if s["budget"] is None else str(s["budget"]), f"{_f(s['utilisation'], '{:.3f}')} ({_f(s['utilisation_min'], '{:.3f}')})",
+        [s["algorithm"], str(s["M"]), "one iteration" if s["budget"] is None else str(s["budget"]),
+         f"{_f(s['utilisation'], '{:.3f}')} ({_f(s['utilisation_min'], '{:.3f}')})",
          f"{_f(s['time_to_target'], '{:.1f}')} ({s['reached']}/{s['seeds']})", _f(s["best_at_budget"], "{:.3f}"),
          _f(s["trials"], "{:.0f}"), _f(s["closest_running"], "{:.2f}")]
         for s in summarize(records)
@@ -76,7 +77,8 @@ def parallel_targets(records: list[dict[str, Any]], add: Any) -> None:
         for name, label in (("stock_hyperband", "as many iterations as the budget allows"), ("stock_hyperband_1it", "one iteration")):
             stock = runs(name, m)
             if stock:
-                add(f"stock Hyperband utilisation at M={m}, {label} (median)", statistics.median(r["utilisation"] for r in stock), "(reference)", None)
+                utilisation = statistics.median(r["utilisation"] for r in stock)
+                add(f"stock Hyperband utilisation at M={m}, {label} (median)", utilisation, "(reference)", None)
     asha, stock = runs("asha", 16), runs("stock_hyperband", 16)
     if asha and stock:
         ours_t, stock_t = _median_time([r["time_to_target"] for r in asha]), _median_time([r["time_to_target"] for r in stock])

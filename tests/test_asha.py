@@ -87,7 +87,9 @@ def test_promotions_from_the_highest_rung_first() -> None:
 
 
 def test_maximised_objective_promotes_the_highest_score() -> None:
-    asha = _asha(minimize=False)
+    from tuner_job.objective import Objective
+
+    asha = _asha(objective=Objective("val_accuracy", "max"))
     for index, score in enumerate([0.5, 0.2, 0.9]):
         _start_new(asha, f"a{index}")
         asha.ended(f"a{index}", score)
@@ -158,7 +160,7 @@ def test_the_epoch_budget_is_respected_and_used(workers: int) -> None:
     asha = _asha(max_epochs=27, max_configs=None, max_total_epochs=500)
     asked = _drive(asha, workers, seed=3)
     assert asha.epochs_spent <= 500
-    assert asha.epochs_spent > 500 - max(b - a for a, b in zip([0, *asha.epochs], asha.epochs))  # nothing that fitted was left
+    assert asha.epochs_spent > 500 - max(b - a for a, b in zip([0, *asha.epochs], asha.epochs, strict=False))  # nothing that fitted was left
     assert all(job is not None for _, job in asked[: len(asked) // 2])
     assert len(asha.rungs[-1]) >= 1  # some configuration reached the top rung
 
@@ -271,16 +273,16 @@ def _half_done(oracle) -> dict[str, object]:
 
 @pytest.mark.parametrize("oracle_json", ["kept", "lost"])
 def test_oracle_restart_mid_rung_rebuilds_the_rungs_from_the_trials(oracle_json: str) -> None:
-    from tuner_job import _kt
+    from tuner_job import _kt, _kt_state
 
     before = _oracle()
     _half_done(before)
     trials = {t: _kt.Trial.from_state(before.trials[t].get_state()) for t in before.trials}
     after = _oracle()
     if oracle_json == "kept":
-        _kt.restore_oracle_state(after, _kt.oracle_state(before), trials, list(before.end_order))
+        _kt_state.restore_oracle_state(after, _kt_state.oracle_state(before), trials, list(before.end_order))
     else:
-        _kt.rebuild_oracle_state(after, trials, list(before.end_order))
+        _kt_state.rebuild_oracle_state(after, trials, list(before.end_order))
     for field in ("rungs", "promoted", "running", "configs", "epochs_spent"):
         assert getattr(after.algorithm, field) == getattr(before.algorithm, field), field
     assert after.algorithm.next_job() == before.algorithm.next_job()

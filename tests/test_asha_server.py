@@ -56,7 +56,8 @@ def test_chief_restart_mid_rung_resumes_the_rungs_from_the_journal(running, tmp_
     assert {f: getattr(after, f) for f in expected} == expected, notes
     assert after.next_job() == expected_next
     owners = {tuner: t.trial_id for tuner, t in server.oracle.ongoing_trials.items()}
-    assert owners == {"tuner0": promoted.trial_id, "tuner9": trials[9].trial_id, "tuner10": trials[10].trial_id, "tuner11": trials[11].trial_id}, notes
+    expected_owners = {"tuner0": promoted.trial_id, **{f"tuner{i}": trials[i].trial_id for i in (9, 10, 11)}}
+    assert owners == expected_owners, notes
     status = json.loads((tmp_path / "runs" / "r" / "status.json").read_text())
     assert status["max_trials"] == 12 and status["state"] == "running"
 
@@ -77,7 +78,7 @@ def test_search_ends_when_the_last_promotion_ends(running) -> None:
     r.end(promoted, loss=0.01)
     stopped, state = r.create("tuner1")
     assert stopped.status == "STOPPED" and state == "completed"
-    assert r.server.counts["completed"] == 4
+    assert r.server.progress.scoreboard.completed == 4
 
 
 def test_promoted_trial_starts_from_its_parents_weights(running, tmp_path: Path) -> None:
@@ -99,7 +100,9 @@ def test_promoted_trial_starts_from_its_parents_weights(running, tmp_path: Path)
     val = tf.data.Dataset.from_tensor_slices((x[48:], y[48:])).batch(16)
 
     def build(hp: Any) -> Any:
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Int("units", 2, 6), activation="relu"), keras.layers.Dense(2, activation="softmax")])
+        model = keras.Sequential([
+            keras.Input((4,)), keras.layers.Dense(hp.Int("units", 2, 6), activation="relu"), keras.layers.Dense(2, activation="softmax"),
+        ])
         model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
 
@@ -133,8 +136,8 @@ def test_promoted_trial_starts_from_its_parents_weights(running, tmp_path: Path)
     expected = build(promoted.hyperparameters)
     expected.load_weights(str(paths.checkpoint(parent)))
     fresh = build(promoted.hyperparameters)
-    assert all(np.array_equal(a, b) for a, b in zip(weights, expected.get_weights()))
-    assert not all(np.array_equal(a, b) for a, b in zip(weights, fresh.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, expected.get_weights(), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(weights, fresh.get_weights(), strict=True))
     epochs_trained = [e["epoch"] for e in _events(paths, "tuner0") if e.get("trial") == promoted.trial_id and e["event"] == "epoch"]
     assert epochs_trained == [1, 2]  # Keras counts from 0: the 2nd and 3rd epochs
     assert r.server.oracle.trials[promoted.trial_id].status == "COMPLETED"

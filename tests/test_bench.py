@@ -206,6 +206,7 @@ def test_cli_parallel_section_writes_its_records(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     records = results["parallel"]
-    assert {(r["algorithm"], r["M"], r["seed"]) for r in records} == {(a, m, 0) for a in ("stock_hyperband", "stock_hyperband_1it", "asha", "stock_random", "stock_bayesian", "our_bayesian") for m in (1, 4)}
+    algorithms = ("stock_hyperband", "stock_hyperband_1it", "asha", "stock_random", "stock_bayesian", "our_bayesian")
+    assert {(r["algorithm"], r["M"], r["seed"]) for r in records} == {(a, m, 0) for a in algorithms for m in (1, 4)}
     assert results["sections"]["parallel"]["command"].endswith("--only parallel --out " + str(out))
     assert "Parallel search, simulated" in proc.stdout and "our_bayesian" in proc.stdout

@@ -90,8 +90,8 @@ def test_other_tuners_complete(search, tuner: str, extra: dict, expected: int | 
 def test_asha_search_promotes_asynchronously_and_continues_from_the_parent(search) -> None:
     """`tuner: asha` through a real chief and two workers: 6 configurations at
     1 epoch, each promoted to 3 epochs as soon as it ranks in the top third of
-    the results so far (so at least the final top 2, and a third when an early
-    promotion drops out of the top later), each promotion training epochs 2-3
+    the results so far (so the final top 2, and up to 2 more when a result that
+    arrives later beats an earlier promotion), each promotion training epochs 2-3
     from its parent's checkpoint; results, status and TensorBoard logs cover
     every trial."""
     s = search(tuner="asha", max_trials=6, epochs=3, hyperband_factor=3)
@@ -102,7 +102,7 @@ def test_asha_search_promotes_asynchronously_and_continues_from_the_parent(searc
     values = {tid: t["hyperparameters"]["values"] for tid, t in trials.items()}
     rung0 = sorted(t for t, v in values.items() if v["tuner/rung"] == 0)
     promoted = sorted(t for t, v in values.items() if v["tuner/rung"] == 1)
-    assert len(rung0) == 6 and len(promoted) in (2, 3) and len(trials) == 6 + len(promoted), values
+    assert len(rung0) == 6 and 2 <= len(promoted) <= 4 and len(trials) == 6 + len(promoted), values
     assert all(t["status"] == "COMPLETED" for t in trials.values())
     scores = {t: trials[t]["score"] for t in rung0}
     parents = {values[t]["tuner/trial_id"] for t in promoted}

@@ -144,9 +144,11 @@ def test_staged_search_with_an_asha_stage(search) -> None:
     assert seeded and all("tuner/rung" not in v["hyperparameters"]["values"] for v in seeded.values())
     rung0 = [t for t, v in own.items() if v["tuner/rung"] == 0]
     promoted = [t for t, v in own.items() if v["tuner/rung"] == 1]
-    assert len(rung0) == 4 and len(promoted) == 1, own
-    assert own[promoted[0]]["tuner/trial_id"] in rung0
+    # The best of the first 3 results goes up; the 4th result too if it beats that one.
+    assert len(rung0) == 4 and len(promoted) in (1, 2), own
+    best = min(rung0, key=lambda t: trials[t]["score"])
+    assert best in {own[t]["tuner/trial_id"] for t in promoted}
     assert all(t["status"] == "COMPLETED" for t in trials.values())
     status = json.loads((runs / "sa-s2" / "status.json").read_text())
-    assert (status["state"], status["max_trials"], status["trials_done"]) == ("completed", 4, 5)
+    assert (status["state"], status["max_trials"], status["trials_done"]) == ("completed", 4, 4 + len(promoted))
     assert "seeded trials from run sa-s1; this run starts up to 4 new configurations" in s.log("chief")

@@ -23,6 +23,7 @@ import keras_tuner
 from keras_tuner.src.engine import trial as _trial
 
 from tuner_job.asha import AsyncSuccessiveHalving, Job
+from tuner_job.objective import Objective
 
 __all__ = ["AshaOracle", "RESERVED_PREFIX"]
 
@@ -69,7 +70,7 @@ class AshaOracle(keras_tuner.Oracle):
             **self.shape,
             max_configs=self.max_configs,
             max_total_epochs=self.max_total_epochs,
-            minimize=self.objective.direction != "max",
+            objective=Objective(self.objective.name, self.objective.direction),
         )
 
     # ----- KerasTuner hooks --------------------------------------------------

@@ -24,6 +24,7 @@ from keras_tuner.src.engine import trial as _trial
 from keras_tuner.src.tuners.bayesian import BayesianOptimizationOracle
 
 from tuner_job.liar import LiarGP
+from tuner_job.objective import Objective
 
 __all__ = ["ParallelBayesianOracle", "space_steps", "unit_point", "CONTINUOUS_STEP"]
 
@@ -99,7 +100,7 @@ class ParallelBayesianOracle(BayesianOptimizationOracle):
             return self._random_populate_space()
         running = list(self.ongoing_trials.values())
         failed = [t for t in self.trials.values() if t.status in (_trial.TrialStatus.FAILED, _trial.TrialStatus.INVALID)]
-        sign = -1.0 if self.objective.direction == "max" else 1.0
+        objective = Objective(self.objective.name, self.objective.direction)
         space = self.hyperparameters
 
         def points(trials: list[Any]) -> np.ndarray:
@@ -107,7 +108,7 @@ class ParallelBayesianOracle(BayesianOptimizationOracle):
 
         vector = self.proposer.propose(
             points(completed),
-            np.array([sign * t.score for t in completed], dtype=float),
+            np.array([objective.sort_key(t.score) for t in completed], dtype=float),  # lower is better
             points(running),
             space_steps(space),
             snap=lambda x: unit_point(space, self._vector_to_values(x)),

@@ -10,6 +10,8 @@ import bisect
 import math
 from dataclasses import dataclass
 
+from tuner_job.objective import Objective
+
 __all__ = ["AsyncSuccessiveHalving", "Job", "rung_epochs"]
 
 
@@ -77,7 +79,7 @@ class AsyncSuccessiveHalving:
         min_epochs, max_epochs, factor: see `rung_epochs`.
         max_configs: new configurations at most (None: unbounded).
         max_total_epochs: epochs handed out at most, over all jobs (None: unbounded).
-        minimize: whether a lower score is better.
+        objective: what "better" means (`Objective.sort_key`); default: lower is better.
 
     Raises:
         ValueError: bad rung parameters, or neither budget given.
@@ -91,7 +93,7 @@ class AsyncSuccessiveHalving:
         factor: int,
         max_configs: int | None,
         max_total_epochs: int | None = None,
-        minimize: bool = True,
+        objective: Objective | None = None,
     ):
         if max_configs is None and max_total_epochs is None:
             raise ValueError("give max_configs or max_total_epochs (or both), but got neither.")
@@ -99,7 +101,7 @@ class AsyncSuccessiveHalving:
         self.factor = factor
         self.max_configs = max_configs
         self.max_total_epochs = max_total_epochs
-        self.minimize = minimize
+        self.objective = objective or Objective("score", "min")
         self.rungs: list[dict[str, float]] = [{} for _ in self.epochs]
         self.promoted: list[set[str]] = [set() for _ in self.epochs]
         self.running: dict[str, int] = {}
@@ -169,8 +171,7 @@ class AsyncSuccessiveHalving:
         if rung is not None and score is not None and score == score and trial_id not in self.rungs[rung]:
             self.rungs[rung][trial_id] = float(score)
             self._arrivals += 1
-            signed = float(score) if self.minimize else -float(score)
-            bisect.insort(self._ranked[rung], (signed, self._arrivals, trial_id))
+            bisect.insort(self._ranked[rung], (self.objective.sort_key(float(score)), self._arrivals, trial_id))
         self._next = False
 
     def __repr__(self) -> str:
