@@ -49,3 +49,17 @@ def search(shared: Path, tmp_path: Path):
         s.stop()
 
 
+@pytest.fixture
+def running(tmp_path: Path):
+    """`running(**kwargs)` starts an `OracleServer` on loopback in this process (`test_oracle_server.Running`)."""
+    from test_oracle_server import Running  # KerasTuner, hence TensorFlow: only for the tests that use it
+
+    made: list[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        made.append(Running(tmp_path, **kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()

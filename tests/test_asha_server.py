@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from test_oracle_server import Running
 from tuner_job import _kt
 from tuner_job.layout import RunPaths
 from tuner_job.oracle_server import OracleServer
@@ -146,15 +145,3 @@ def test_promoted_trial_starts_from_its_parents_weights(running, tmp_path: Path)
 def _events(paths: RunPaths, tuner_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in paths.attempts_file(tuner_id).read_text().splitlines() if line.strip()]
 
-
-@pytest.fixture
-def running(tmp_path: Path):
-    made: list[Running] = []
-
-    def make(**kwargs: Any) -> Running:
-        made.append(Running(tmp_path, **kwargs))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()

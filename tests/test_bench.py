@@ -129,21 +129,25 @@ def test_overhead_tiny(tmp_path: Path) -> None:
     assert run["chief_exit_seconds"] is not None and run["chief_exit_seconds"] >= 0
 
 
-def test_cli_input_section_writes_results(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
+def _bench_cli(section: str, out: Path, timeout: float) -> tuple[dict, str]:
+    """`python -m bench --quick --only <section>`: its results file and its stdout."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "input", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=240,
+        [sys.executable, "-m", "bench", "--quick", "--only", section, "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_cli_input_section_writes_results(tmp_path: Path) -> None:
+    results, stdout = _bench_cli("input", tmp_path / "results.json", timeout=240)
     inp = results["input"]
     assert inp["images"] == 16 and inp["config"]["image_size"] == [60, 20]
     for way in ("cache", "decode"):
         assert inp[way]["images_read"] == 16 and inp[way]["images_per_s"] > 0
     assert inp["speedup"] > 0
     assert [t["target"] for t in results["targets"]] == ["input: cache vs decode every trial"]
-    assert "Input pipeline" in proc.stdout and "image_dataset_from_directory" in proc.stdout
+    assert "Input pipeline" in stdout and "image_dataset_from_directory" in stdout
 
 
 def test_report_renders_every_section() -> None:
@@ -199,14 +203,9 @@ def test_parallel_simulation_tiny() -> None:
 
 def test_cli_parallel_section_writes_its_records(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "parallel", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(out.read_text())
+    results, stdout = _bench_cli("parallel", out, timeout=300)
     records = results["parallel"]
     algorithms = ("stock_hyperband", "stock_hyperband_1it", "asha", "stock_random", "stock_bayesian", "our_bayesian")
     assert {(r["algorithm"], r["M"], r["seed"]) for r in records} == {(a, m, 0) for a in algorithms for m in (1, 4)}
     assert results["sections"]["parallel"]["command"].endswith("--only parallel --out " + str(out))
-    assert "Parallel search, simulated" in proc.stdout and "our_bayesian" in proc.stdout
+    assert "Parallel search, simulated" in stdout and "our_bayesian" in stdout

@@ -70,19 +70,6 @@ class Running:
         self.thread.join(10)
 
 
-@pytest.fixture
-def running(tmp_path: Path):
-    made: list[Running] = []
-
-    def make(**kwargs: Any) -> Running:
-        made.append(Running(tmp_path, **kwargs))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
-
-
 def test_health_and_the_end_trial_metrics_fallback(running) -> None:
     r = running(max_trials=2)
     health = health_pb2_grpc.HealthStub(r.channel)
