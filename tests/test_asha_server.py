@@ -146,19 +146,21 @@ def _events(paths: RunPaths, tuner_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in paths.attempts_file(tuner_id).read_text().splitlines() if line.strip()]
 
 
-
 def test_an_expired_lease_hands_the_same_rung_to_the_next_worker(running) -> None:
     """A worker goes silent mid-rung: its trial (the same rung, parent and
     epochs) goes to the next free worker, and the algorithm counts it once."""
     import time
 
-    r = running(oracle=_asha_oracle(max_trials=3, epochs=3), lease_seconds=0.5)
+    r = running(oracle=_asha_oracle(max_trials=3, epochs=3), lease_seconds=30)
     trials = [r.create(f"tuner{i}")[0] for i in range(3)]
     for trial in trials:
         r.end(trial, loss=_loss(trial))
     promoted, _ = r.create("tuner0")
     spent = r.server.oracle.algorithm.epochs_spent
-    time.sleep(1.5)  # tuner0 says nothing
+    # Short leases only from here: on two loaded cores the steps above may take
+    # longer than a short lease, and a trial would move on before it ended.
+    r.server.leases.seconds = 0.5
+    time.sleep(2.0)  # tuner0 says nothing (the reaper looks once a second at most)
     taken, _ = r.create("tuner1")
     assert taken.trial_id == promoted.trial_id
     assert taken.hyperparameters.values == promoted.hyperparameters.values

@@ -20,7 +20,7 @@ keras_tuner = pytest.importorskip("keras_tuner")
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from helpers import free_port  # noqa: E402
-from tuner_job import _kt  # noqa: E402
+from tuner_job import _kt, _kt_state  # noqa: E402
 from tuner_job.layout import RunPaths  # noqa: E402
 from tuner_job.oracle_server import SEARCH_STATE_KEY, OracleServer  # noqa: E402
 
@@ -117,6 +117,25 @@ def test_expired_lease_sends_the_trial_to_the_next_worker(running) -> None:
     time.sleep(1.5)  # and tuner1 goes silent too: the reaper is still at work
     again, _ = r.create("tuner2")
     assert again.trial_id == trial.trial_id
+
+
+def test_a_trial_ended_after_its_lease_ran_out_is_not_handed_out_again(running) -> None:
+    """tuner0 goes silent past its lease (its trial is queued for the next
+    worker), then ends the trial after all: the trial is done, once, and the
+    next worker gets a new trial, not the ended one again."""
+    r = running(max_trials=2, lease_seconds=0.5)
+    trial, _ = r.create("tuner0")
+    deadline = time.monotonic() + 30
+    while not _kt_state.has_queued(r.server.oracle):
+        assert time.monotonic() < deadline, "the lease never ran out"
+        time.sleep(0.1)
+    r.end(trial, loss=0.5)
+    assert not _kt_state.has_queued(r.server.oracle)
+    r.server.leases.seconds = 30  # from here on, no lease runs out under load
+    nxt, _ = r.create("tuner1")
+    assert nxt.status == "RUNNING" and nxt.trial_id != trial.trial_id
+    assert r.server.oracle.trials[trial.trial_id].status == "COMPLETED"
+    assert r.server.progress.scoreboard.completed == 1
 
 
 def test_failure_limit_stops_the_search_without_raising(running) -> None:

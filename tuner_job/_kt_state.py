@@ -10,7 +10,8 @@ What stock KerasTuner does wrong here (keras-tuner 1.4.8), and what we do instea
   they train twice (DESIGN.md). `resume` keeps each with the owner the journal
   names, and rebuilds a lost or stale `oracle.json` from the trials.
 - Trials whose worker went silent go back to the private `_retry_queue`
-  (`requeue`), which is also what `queued` and `has_queued` read.
+  (`requeue`; `unqueue` when that worker ends them late), which is also what
+  `queued` and `has_queued` read.
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ def has_queued(oracle: Oracle) -> bool:
 def requeue(oracle: Oracle, trial_id: str) -> None:
     """Put a trial that lost its worker back in the queue: the next free worker gets it."""
     oracle._retry_queue.append(trial_id)
+
+
+def unqueue(oracle: Oracle, trial_id: str) -> None:
+    """Take a trial out of the queue: its silent worker ended it after all.
+
+    KerasTuner's `end_trial` leaves a queued trial in the queue, and
+    `create_trial` would hand the ended trial out again (as RUNNING).
+    """
+    while trial_id in oracle._retry_queue:
+        oracle._retry_queue.remove(trial_id)
 
 
 def _end_order(trials: dict[str, Trial], ids: list[str], end_order: list[str]) -> list[str]:

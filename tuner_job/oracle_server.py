@@ -277,6 +277,9 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         known = self.oracle.trials[trial_id]
         ended = self._protos.from_proto(request.trial, known)
         self._protos.forget(trial_id)
+        # A worker whose lease ran out may still end its trial: it ends, and
+        # leaves the queue it was put in (end_trial re-queues it if it retries).
+        _kt_state.unqueue(self.oracle, trial_id)
         if not known.metrics.exists(self.oracle.objective.name) and ended.metrics.exists(self.oracle.objective.name):
             known.metrics = ended.metrics  # an UpdateTrial that a restarted chief never saved
         self.oracle.end_trial(ended)
