@@ -74,7 +74,7 @@ fmt: install ## Fix what ruff can fix by itself (import order, modern syntax); `
 	$(BIN)/ruff check --fix .
 
 .PHONY: bench
-bench: install ## Run the benchmarks (ONLY=capacity|coordination|overhead|input for one): prints a table, writes bench/results.json.
+bench: install ## Run the benchmarks (ONLY=capacity|coordination|overhead|input|parallel for one): prints a table, writes bench/results.json.
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY),)
 
 .PHONY: clean

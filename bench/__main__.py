@@ -1,12 +1,13 @@
 """`python -m bench` (`make bench`): run the benchmarks, print a table, write bench/results.json.
 
     python -m bench                      # everything, default sizes (about 10 min on 2 cores)
-    python -m bench --only capacity      # capacity | coordination | overhead | input (repeatable)
+    python -m bench --only capacity      # capacity | coordination | overhead | input | parallel (repeatable)
     python -m bench --quick              # tiny sizes: checks the machinery, not the figures
 
 Every figure is measured against its baseline in the same run: the stock
 KerasTuner chief for capacity and coordination, decoding the image folder for
-the input pipeline, and numpy reading the same bytes for its floor. The
+the input pipeline, and numpy reading the same bytes for its floor; stock
+KerasTuner's Hyperband and Bayesian oracles for the parallel search. The
 demo-search overhead has no baseline to beat, only a target (<= 5% of a
 worker's wall time outside `fit`).
 """
@@ -28,7 +29,7 @@ from bench import overhead as ovh
 from bench.common import REPO, child_env, python, rounded, write_json
 from bench.report import render, targets
 
-SECTIONS = ("capacity", "coordination", "overhead", "input")
+SECTIONS = ("capacity", "coordination", "overhead", "input", "parallel")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -50,12 +51,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--demo-per-class", type=int, default=60, help="as `make demo` synthesizes")
     p.add_argument("--input-sizes", type=int, nargs="+", default=[200, 3000, 12000], help="images per folder for the input benchmark")
     p.add_argument("--input-size", type=int, nargs=2, default=(600, 200), metavar=("HEIGHT", "WIDTH"))
+    p.add_argument("--parallel-workers", type=int, nargs="+", default=[1, 4, 16, 64], help="M, workers per simulated search")
+    p.add_argument("--parallel-seeds", type=int, default=5)
+    p.add_argument("--per-worker-epochs", type=int, default=384, help="asha, stock Hyperband and random: budget = this x M epochs")
+    p.add_argument("--bayesian-trials", type=int, default=60, help="the two Bayesian oracles' budget, in full trials")
     args = p.parse_args(argv)
     if args.quick:
         args.workers, args.train_seconds, args.trials_per_worker, args.exit_cap = [4], 0.05, 3, 21.0
         args.coordination_trials, args.coordination_stock_trials, args.coordination_workers = 300, 300, 4
         args.demo_workers, args.demo_trials, args.demo_epochs, args.demo_per_class = 1, 2, 1, 8
         args.input_sizes, args.input_size = [64, 128], (60, 20)
+        args.parallel_workers, args.parallel_seeds, args.per_worker_epochs, args.bayesian_trials = [1, 4], 1, 60, 12
     return args
 
 
@@ -112,6 +118,17 @@ def run_input(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
+def run_parallel(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
+    from bench import parallel
+
+    configs = parallel.plan(
+        args.parallel_workers, args.parallel_seeds, per_worker_epochs=args.per_worker_epochs,
+        bayesian_trials=args.bayesian_trials,
+    )
+    log(f"parallel: {len(configs)} simulated searches (M = {', '.join(map(str, args.parallel_workers))}; {args.parallel_seeds} seeds)")
+    return parallel.run_parallel(configs, log=log)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     sections = args.only or list(SECTIONS)
@@ -126,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "quick": args.quick,
     }
-    runners = {"capacity": run_capacity, "coordination": run_coordination, "overhead": run_overhead, "input": run_input}
+    runners = {"capacity": run_capacity, "coordination": run_coordination, "overhead": run_overhead, "input": run_input, "parallel": run_parallel}
     failed = []
     for section in SECTIONS:
         if section not in sections:
@@ -138,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             results[section] = {"error": f"{type(exc).__name__}: {exc}"}
             log(f"{section} failed: {exc}")
     results["seconds"] = time.monotonic() - started
+    provenance = {k: results[k] for k in ("command", "started", "seconds")}
+    results["sections"] = {section: provenance for section in sections}
     results["targets"] = targets(results)
     write_json(args.out, rounded(_merged(args.out, results) if args.only else results))
     print(render(results))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.parallel_report import parallel_targets, render_parallel
+
 
 def _f(value: Any, fmt: str = "{:.1f}", none: str = "-") -> str:
     return none if value is None else fmt.format(value)
@@ -107,6 +109,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                                ("peak_rss_anon_ratio", "worker peak RssAnon"), ("build_peak_rss_anon_ratio", "cache build peak RssAnon")):
                 add(f"input: {label}, {big} vs {small} images", flat[key], "within 10%", abs(flat[key] - 1) <= 0.10)
             add(f"input: time to first batch (median), {big} vs {small} images", flat["first_batch_ratio"], "(reference)", None)
+    if isinstance(results.get("parallel"), list):
+        parallel_targets(results["parallel"], add)
     return out
 
 
@@ -209,6 +213,11 @@ def render(results: dict[str, Any]) -> str:
         )
     elif isinstance(inp, dict):
         parts.append(f"Input pipeline: {inp.get('error')}")
+    par = results.get("parallel")
+    if isinstance(par, list) and par:
+        parts.append(render_parallel(par, _table))
+    elif isinstance(par, dict):
+        parts.append(f"Parallel search: {par.get('error')}")
     tg = results.get("targets") or []
     if tg:
         rows = [[t["target"], _f(t["value"], "{:.3g}") if isinstance(t["value"], (int, float)) else str(t["value"]), t["bound"], _ok(t["met"])]

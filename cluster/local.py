@@ -395,7 +395,7 @@ def local(
     run: Annotated[str | None, typer.Option(help="Override the run name.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Override max_trials.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override epochs.")] = None,
-    tuner: Annotated[str | None, typer.Option(help="Override the tuner: random, hyperband, bayesian, grid.")] = None,
+    tuner: Annotated[str | None, typer.Option(help="Override the tuner: random, hyperband, bayesian, grid, asha.")] = None,
     fresh: Annotated[bool, typer.Option(help="Delete this run's folder first (otherwise an existing run resumes).")] = False,
     tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port; 0 starts none.")] = TENSORBOARD_PORT,
     max_restarts: Annotated[

@@ -57,3 +57,19 @@ def slow_model(tmp_path: Path) -> str:
     path = tmp_path / "fault_model.py"
     path.write_text(FAULT_HYPERMODEL)
     return f"{path}:build"
+
+
+@pytest.fixture
+def running(tmp_path: Path):
+    """`running(**kwargs)` starts an `OracleServer` on loopback in this process (`test_oracle_server.Running`)."""
+    from test_oracle_server import Running  # KerasTuner, hence TensorFlow: only for the tests that use it
+
+    made: list[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        made.append(Running(tmp_path, **kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()

@@ -40,7 +40,11 @@ CASES = {
         "cannot decode image ",
     ),
     "corrupt image in a subfolder, macOS ._ files beside it": (lambda shared, tmp: _nested_corrupt(shared) and {}, "cannot decode image "),
-    "unknown tuner": (lambda shared, tmp: {"tuner": "grad"}, "tuner: Input should be 'random', 'hyperband', 'bayesian' or 'grid'"),
+    "unknown tuner": (lambda shared, tmp: {"tuner": "grad"}, "tuner: Input should be 'random', 'hyperband', 'bayesian', 'grid' or 'asha'"),
+    "asha rungs longer than the trial": (
+        lambda shared, tmp: {"tuner": "asha", "epochs": 3, "asha_min_epochs": 4},
+        "asha_min_epochs: must be <= epochs (3), but got 4",
+    ),
     "unknown key": (lambda shared, tmp: {"max_trails": 3}, "unknown key 'max_trails'"),
     "wrong type": (lambda shared, tmp: {"epochs": "many"}, "epochs: Input should be a valid integer"),
     "hypermodel path missing": (lambda shared, tmp: {"hypermodel": str(tmp / "nope.py") + ":build"}, "hypermodel file not found: "),

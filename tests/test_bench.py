@@ -130,14 +130,18 @@ def test_overhead_tiny(tmp_path: Path) -> None:
     assert run["chief_exit_seconds"] is not None and run["chief_exit_seconds"] >= 0
 
 
-def test_cli_input_section_writes_results(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
+def _bench_cli(section: str, out: Path, timeout: float) -> tuple[dict, str]:
+    """`python -m bench --quick --only <section>`: its results file and its stdout."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "input", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=400,
+        [sys.executable, "-m", "bench", "--quick", "--only", section, "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_cli_input_section_writes_results(tmp_path: Path) -> None:
+    results, stdout = _bench_cli("input", tmp_path / "results.json", timeout=400)
     inp = results["input"]
     assert inp["config"]["image_size"] == [60, 20] and inp["config"]["sizes"] == [64, 128]
     assert [r["images"] for r in inp["sizes"]] == [64, 128]
@@ -158,7 +162,7 @@ def test_cli_input_section_writes_results(tmp_path: Path) -> None:
     }
     names = [t["target"] for t in results["targets"]]
     assert names[0] == "input: cache vs decode every trial (128 images)" and len(names) == 7, names
-    assert "Input pipeline" in proc.stdout and "numpy images/s" in proc.stdout and "decode images/s" in proc.stdout
+    assert "Input pipeline" in stdout and "numpy images/s" in stdout and "decode images/s" in stdout
     assert not list(Path(tempfile.gettempdir()).glob("bench-input-*/images-*")), "the image folders were not removed"
 
 
@@ -212,3 +216,41 @@ def test_report_renders_every_section() -> None:
     by = {t["target"]: t for t in results["targets"]}
     assert by["throughput vs stock at M=2 (whole run)"]["value"] == pytest.approx(5.0)
     assert by["per-trial cost (chief CPU) at 300 vs 200 trials"]["met"] is True
+
+
+def test_parallel_simulation_tiny() -> None:
+    """The discrete-event simulation, in-process: budgets kept, figures in range,
+    and stock Hyperband with one iteration (KerasTuner's default) idling while
+    asha, on the same workers, keeps them busy until its budget runs out."""
+    from bench import parallel
+    from bench.parallel_report import summarize
+
+    configs = parallel.plan([1, 4], 1, per_worker_epochs=40, bayesian_trials=11)
+    assert {(c.algorithm, c.workers): c.budget for c in configs}[("asha", 4)] == 160
+    assert {(c.algorithm, c.workers): c.budget for c in configs}[("our_bayesian", 4)] == 11 * 27
+    records = [parallel.simulate(c) for c in configs]
+    assert len(records) == len(parallel.ALGORITHMS) * 2
+    for r in records:
+        assert {"algorithm", "M", "seed", "utilisation", "time_to_target", "best_at_budget"} <= set(r)
+        assert 0 < r["utilisation"] <= 1 and r["epochs"] <= (r["budget"] or 375)
+        assert r["best_at_budget"] < 0 and (r["time_to_target"] is None or r["time_to_target"] <= r["makespan"])
+        if r["M"] == 1:
+            assert r["utilisation"] == pytest.approx(1.0) and r["idle_answers"] == 0
+    our = [r for r in records if r["algorithm"] == "our_bayesian" and r["M"] == 4]
+    assert our[0]["closest_running"] >= 1.0
+    assert [s["algorithm"] for s in summarize(records)][:3] == ["stock_hyperband", "stock_hyperband", "stock_hyperband_1it"]
+
+    one_iteration = parallel.simulate(parallel.SimConfig("stock_hyperband_1it", 16, 0, budget=None))
+    asha = parallel.simulate(parallel.SimConfig("asha", 16, 0, budget=one_iteration["epochs"]))
+    assert one_iteration["epochs"] == 375 and one_iteration["idle_answers"] > 0 and one_iteration["utilisation"] < 0.8
+    assert asha["utilisation"] > one_iteration["utilisation"]
+
+
+def test_cli_parallel_section_writes_its_records(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    results, stdout = _bench_cli("parallel", out, timeout=300)
+    records = results["parallel"]
+    algorithms = ("stock_hyperband", "stock_hyperband_1it", "asha", "stock_random", "stock_bayesian", "our_bayesian")
+    assert {(r["algorithm"], r["M"], r["seed"]) for r in records} == {(a, m, 0) for a in algorithms for m in (1, 4)}
+    assert results["sections"]["parallel"]["command"].endswith("--only parallel --out " + str(out))
+    assert "Parallel search, simulated" in stdout and "our_bayesian" in stdout

@@ -29,6 +29,9 @@ from tuner_job.errors import ConfigError
         # A seeded grid search proposes nothing: refused, not a run that trains nothing (tests/test_no_repeats.py).
         ({"tuner": "grid", "warm_start": "earlier"}, "warm_start: KerasTuner's grid search proposes nothing once seeded"),
         ({"stages": "random:30,grid:10"}, "stages: grid can only be the first stage"),
+        ({"tuner": "asha", "epochs": 5, "asha_min_epochs": 6}, "asha_min_epochs: must be <= epochs (5), but got 6"),
+        ({"asha_max_total_epochs": 0}, "asha_max_total_epochs: "),
+        ({"bayesian_liar": "sometimes"}, "bayesian_liar: Input should be 'believer', 'worst', 'mean', 'best' or 'off'"),
     ],
 )
 def test_bad_config_names_the_key(data: dict, expected: str) -> None:

@@ -20,17 +20,18 @@ keras_tuner = pytest.importorskip("keras_tuner")
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from helpers import free_port  # noqa: E402
-from tuner_job import _kt  # noqa: E402
+from tuner_job import _kt, _kt_state  # noqa: E402
 from tuner_job.layout import RunPaths  # noqa: E402
 from tuner_job.oracle_server import SEARCH_STATE_KEY, OracleServer  # noqa: E402
 
 
 class Running:
-    def __init__(self, tmp: Path, max_trials: int, lease_seconds: float = 30, failures: int = 3):
-        space = _kt.HyperParameters()
-        space.Int("units", 1, 64)
-        space.Choice("act", ["relu", "tanh"])
-        oracle = _kt.make_oracle("random", objective="val_loss", max_trials=max_trials, epochs=1, seed=1, hyperparameters=space)
+    def __init__(self, tmp: Path, max_trials: int = 1, lease_seconds: float = 30, failures: int = 3, oracle: Any = None):
+        if oracle is None:
+            space = _kt.HyperParameters()
+            space.Int("units", 1, 64)
+            space.Choice("act", ["relu", "tanh"])
+            oracle = _kt.make_oracle("random", objective="val_loss", max_trials=max_trials, epochs=1, seed=1, hyperparameters=space)
         self.server = OracleServer(
             oracle, RunPaths(tmp, "r"), lease_seconds=lease_seconds, max_consecutive_failed_trials=failures, idle_wait_seconds=1.0
         )
@@ -67,19 +68,6 @@ class Running:
         if self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.server._finish, "completed", "test over")
         self.thread.join(10)
-
-
-@pytest.fixture
-def running(tmp_path: Path):
-    made: list[Running] = []
-
-    def make(**kwargs: Any) -> Running:
-        made.append(Running(tmp_path, **kwargs))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
 
 
 def test_health_and_the_end_trial_metrics_fallback(running) -> None:
@@ -131,6 +119,25 @@ def test_expired_lease_sends_the_trial_to_the_next_worker(running) -> None:
     assert again.trial_id == trial.trial_id
 
 
+def test_a_trial_ended_after_its_lease_ran_out_is_not_handed_out_again(running) -> None:
+    """tuner0 goes silent past its lease (its trial is queued for the next
+    worker), then ends the trial after all: the trial is done, once, and the
+    next worker gets a new trial, not the ended one again."""
+    r = running(max_trials=2, lease_seconds=0.5)
+    trial, _ = r.create("tuner0")
+    deadline = time.monotonic() + 30
+    while not _kt_state.has_queued(r.server.oracle):
+        assert time.monotonic() < deadline, "the lease never ran out"
+        time.sleep(0.1)
+    r.end(trial, loss=0.5)
+    assert not _kt_state.has_queued(r.server.oracle)
+    r.server.leases.seconds = 30  # from here on, no lease runs out under load
+    nxt, _ = r.create("tuner1")
+    assert nxt.status == "RUNNING" and nxt.trial_id != trial.trial_id
+    assert r.server.oracle.trials[trial.trial_id].status == "COMPLETED"
+    assert r.server.progress.scoreboard.completed == 1
+
+
 def test_failure_limit_stops_the_search_without_raising(running) -> None:
     r = running(max_trials=10, failures=2)
     for tuner in ("tuner0", "tuner1"):
@@ -176,3 +183,24 @@ def test_the_journal_restores_what_a_machine_crash_left_behind(running, tmp_path
     assert server.progress.scoreboard.completed == 1
     assert any(f"trial {second.trial_id} stays with tuner2" in note for note in notes), notes
     assert any("recovered from the journal" in note for note in notes), notes
+
+
+def test_a_stale_oracle_json_does_not_hand_out_a_trial_that_ended(running, tmp_path: Path) -> None:
+    """oracle.json lags the journal: a trial that ended after its last save is
+    listed there as running. The restored chief must not give it back to its
+    old owner as if it still ran."""
+    r = running(max_trials=5)
+    first, _ = r.create("tuner0")
+    second, _ = r.create("tuner1")
+    tuner_dir = tmp_path / "runs" / "r" / "tuner"
+    stale = (tuner_dir / "oracle.json").read_text()
+    r.end(first, loss=0.5)
+    r.close()
+    (tuner_dir / "oracle.json").write_text(stale)
+
+    server, notes = _restored(tmp_path, max_trials=5)
+    oracle = server.oracle
+    assert {tuner: t.trial_id for tuner, t in oracle.ongoing_trials.items()} == {"tuner1": second.trial_id}, notes
+    assert first.trial_id in oracle.end_order and server.progress.scoreboard.completed == 1
+    trial = oracle.create_trial("tuner0")
+    assert trial.trial_id not in (first.trial_id, second.trial_id) and trial.status == "RUNNING"

@@ -87,6 +87,46 @@ def test_other_tuners_complete(search, tuner: str, extra: dict, expected: int | 
         assert any("tuner/trial_id" in v for v in values), "hyperband never promoted a trial"
 
 
+def test_asha_search_promotes_asynchronously_and_continues_from_the_parent(search) -> None:
+    """`tuner: asha` through a real chief and two workers: 6 configurations at
+    1 epoch, each promoted to 3 epochs as soon as it ranks in the top third of
+    the results so far (so the final top 2, and up to 2 more when a result that
+    arrives later beats an earlier promotion), each promotion training epochs 2-3
+    from its parent's checkpoint; results, status and TensorBoard logs cover
+    every trial."""
+    s = search(tuner="asha", max_trials=6, epochs=3, hyperband_factor=3)
+    s.start_all(workers=2)
+    codes = s.wait_all(timeout=280)
+    assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, s.all_logs()
+    trials = trial_files(s.run_dir)
+    values = {tid: t["hyperparameters"]["values"] for tid, t in trials.items()}
+    rung0 = sorted(t for t, v in values.items() if v["tuner/rung"] == 0)
+    promoted = sorted(t for t, v in values.items() if v["tuner/rung"] == 1)
+    assert len(rung0) == 6 and 2 <= len(promoted) <= 4 and len(trials) == 6 + len(promoted), values
+    assert all(t["status"] == "COMPLETED" for t in trials.values())
+    scores = {t: trials[t]["score"] for t in rung0}
+    parents = {values[t]["tuner/trial_id"] for t in promoted}
+    top_two = sorted(scores, key=scores.get)[:2]
+    assert len(parents) == len(promoted) and parents <= set(rung0) and set(top_two) <= parents
+    epochs = {}
+    for event in attempt_events(s.run_dir):
+        if event["event"] == "epoch":
+            epochs.setdefault(event["trial"], []).append(event["epoch"])
+    for trial_id in promoted:
+        parent = values[trial_id]["tuner/trial_id"]
+        assert (values[trial_id]["tuner/epochs"], values[trial_id]["tuner/initial_epoch"]) == (3, 1)
+        assert {k: v for k, v in values[trial_id].items() if not k.startswith("tuner/")} == {
+            k: v for k, v in values[parent].items() if not k.startswith("tuner/")
+        }
+        assert epochs[trial_id] == [1, 2], epochs  # epochs 2 and 3, after the parent's one
+        assert (s.run_dir / "logs" / f"trial_{trial_id}").is_dir()
+    assert all(epochs[t] == [0] for t in rung0), epochs
+    assert "it trains from fresh weights" not in s.all_logs()  # every parent's checkpoint was there
+    _check_results_agree(s.run_dir, len(trials))
+    status = json.loads((s.run_dir / "status.json").read_text())
+    assert (status["state"], status["max_trials"], status["trials_done"]) == ("completed", 6, len(trials))
+
+
 def test_user_hypermodel_by_path_runs(search, tmp_path: Path) -> None:
     file = tmp_path / "my_model.py"
     file.write_text(

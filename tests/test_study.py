@@ -125,3 +125,30 @@ def test_tunectl_study_runs_two_stages(shared: Path, tmp_path: Path) -> None:
 
     bad = subprocess.run([sys.executable, "-m", "cluster", "study", "--stages", "random:3"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert bad.returncode == 2 and "at least two stages" in bad.stderr
+
+
+def test_staged_search_with_an_asha_stage(search) -> None:
+    """`stages: random:3,asha:4` in one chief: stage 2 is asha inside the space
+    narrowed around stage 1, warm-started from it. The seeded trials count for
+    the best but sit outside the rungs (their weights are stage 1's), so only
+    trials of this stage are promoted."""
+    s = search(run="sa", stages="random:3,asha:4", epochs=3, stage_top=2)
+    s.start_all(workers=2)
+    assert s.wait_all(timeout=400) == {"chief": 0, "tuner0": 0, "tuner1": 0}, s.all_logs()
+    runs = s.shared / "runs"
+    stage2 = yaml.safe_load((runs / "sa-s2" / "search.yaml").read_text())
+    assert (stage2["tuner"], stage2["warm_start"], stage2["max_trials"]) == ("asha", "sa-s1", 4) and stage2["space"], stage2
+    trials = trial_files(runs / "sa-s2")
+    seeded = {t: v for t, v in trials.items() if t.startswith("w")}
+    own = {t: v["hyperparameters"]["values"] for t, v in trials.items() if not t.startswith("w")}
+    assert seeded and all("tuner/rung" not in v["hyperparameters"]["values"] for v in seeded.values())
+    rung0 = [t for t, v in own.items() if v["tuner/rung"] == 0]
+    promoted = [t for t, v in own.items() if v["tuner/rung"] == 1]
+    # The best of the first 3 results goes up; the 4th result too if it beats that one.
+    assert len(rung0) == 4 and len(promoted) in (1, 2), own
+    best = min(rung0, key=lambda t: trials[t]["score"])
+    assert best in {own[t]["tuner/trial_id"] for t in promoted}
+    assert all(t["status"] == "COMPLETED" for t in trials.values())
+    status = json.loads((runs / "sa-s2" / "status.json").read_text())
+    assert (status["state"], status["max_trials"], status["trials_done"]) == ("completed", 4, 4 + len(promoted))
+    assert "seeded trials from run sa-s1; this run starts up to 4 new configurations" in s.log("chief")

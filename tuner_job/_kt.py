@@ -46,6 +46,8 @@ from keras_tuner.src.engine import hyperparameters as _hp
 from keras_tuner.src.engine import metrics_tracking as _metrics_tracking
 from keras_tuner.src.engine import trial as _trial
 
+from tuner_job._kt_asha import AshaOracle
+from tuner_job._kt_bayesian import ParallelBayesianOracle
 from tuner_job.objective import Objective
 from tuner_job.space_model import Hyperparameter, parse_space, point_key
 
@@ -67,6 +69,8 @@ __all__ = [
     "space_of",
     "describe_hp",
     "serve_stock_chief",
+    "budget_spent",
+    "trial_budget",
 ]
 
 HyperParameters = _hp.HyperParameters
@@ -105,11 +109,17 @@ def make_oracle(
     hyperband_factor: int = 3,
     max_retries_per_trial: int = 0,
     bayesian_initial_points: int | None = None,
+    bayesian_liar: str = "believer",
+    asha_min_epochs: int = 1,
+    asha_max_total_epochs: int | None = None,
 ) -> Oracle:
-    """One of the four stock oracles, configured from `search.yaml`.
+    """The oracle `search.yaml` names: a stock one, or ours for asha and a parallel-aware bayesian.
 
     `objective` is ours (its direction decided by `objective.resolve_objective`),
-    or a metric name for KerasTuner to infer the direction of.
+    or a metric name for KerasTuner to infer the direction of. `bayesian_liar`
+    "off" gives KerasTuner's own Bayesian oracle; "believer", "worst", "mean" or
+    "best" ours, with that provisional score for running trials. For asha,
+    `max_trials` counts new configurations (None: unbounded).
 
     Raises:
         ValueError: an unknown `tuner`, or a name whose direction KerasTuner cannot infer.
@@ -128,9 +138,20 @@ def make_oracle(
     )
     if tuner == "random":
         return no_repeated_points(keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common))
-    if tuner == "bayesian":
+    if tuner == "bayesian" and bayesian_liar == "off":
         return no_repeated_points(
             keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, num_initial_points=bayesian_initial_points, **common)
+        )
+    if tuner == "bayesian":
+        return no_repeated_points(
+            ParallelBayesianOracle(lie=bayesian_liar, max_trials=max_trials, num_initial_points=bayesian_initial_points, **common)
+        )
+    if tuner == "asha":
+        return no_repeated_points(
+            AshaOracle(
+                max_epochs=epochs, min_epochs=asha_min_epochs, factor=hyperband_factor,
+                max_configs=max_trials, max_total_epochs=asha_max_total_epochs, **common,
+            )  # fmt: skip
         )
     if tuner == "grid":
         # The grid walks each point once by construction, in its own linked order: a random point would break the walk.
@@ -140,7 +161,24 @@ def make_oracle(
         # Hyperband sizes itself from max_epochs; max_trials still caps it.
         oracle.max_trials = max_trials
         return no_repeated_points(oracle)
-    raise ValueError(f"tuner must be one of random, hyperband, bayesian, grid, but got {tuner=}.")
+    raise ValueError(f"tuner must be one of random, hyperband, bayesian, grid, asha, but got {tuner=}.")
+
+
+def budget_spent(oracle: Oracle) -> bool:
+    """The oracle can make no new trial now (retries and running trials aside).
+
+    For the stock oracles: `max_trials` trials exist. For asha: no new
+    configuration fits the budget and no promotion is due (one may become due
+    when a running trial ends).
+    """
+    if isinstance(oracle, AshaOracle):
+        return oracle.budget_spent()
+    return oracle.max_trials is not None and len(oracle.trials) >= oracle.max_trials
+
+
+def trial_budget(oracle: Oracle) -> int | None:
+    """The search's `max_trials` as the oracle counts it (asha: new configurations)."""
+    return oracle.max_configs if isinstance(oracle, AshaOracle) else oracle.max_trials
 
 
 class _QuietDisplay:

@@ -10,7 +10,8 @@ What stock KerasTuner does wrong here (keras-tuner 1.4.8), and what we do instea
   they train twice (DESIGN.md). `resume` keeps each with the owner the journal
   names, and rebuilds a lost or stale `oracle.json` from the trials.
 - Trials whose worker went silent go back to the private `_retry_queue`
-  (`requeue`), which is also what `queued` and `has_queued` read.
+  (`requeue`; `unqueue` when that worker ends them late), which is also what
+  `queued` and `has_queued` read.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tuner_job._kt import Oracle, Trial, TrialStatus, _cheap_space_copies, space_of
+from tuner_job._kt_asha import AshaOracle
 from tuner_job.layout import WARM_START_LABEL
 from tuner_job.space_model import values_inside
 from tuner_job.trials import trial_order
@@ -79,6 +81,16 @@ def requeue(oracle: Oracle, trial_id: str) -> None:
     oracle._retry_queue.append(trial_id)
 
 
+def unqueue(oracle: Oracle, trial_id: str) -> None:
+    """Take a trial out of the queue: its silent worker ended it after all.
+
+    KerasTuner's `end_trial` leaves a queued trial in the queue, and
+    `create_trial` would hand the ended trial out again (as RUNNING).
+    """
+    while trial_id in oracle._retry_queue:
+        oracle._retry_queue.remove(trial_id)
+
+
 def _end_order(trials: dict[str, Trial], ids: list[str], end_order: list[str]) -> list[str]:
     """The journal's end order, then any finished trial it lacks (seeded trials never ended here)."""
     journaled = [t for t in end_order if t in trials]
@@ -103,7 +115,7 @@ def restore_oracle_state(oracle: Oracle, state: dict[str, Any], trials: dict[str
     state["id_to_hash"] = {**hashes, **state.get("id_to_hash", {})}
     state["run_times"] = {**{t: 1 for t in ended}, **state.get("run_times", {})}
     oracle.trials = dict(trials)
-    oracle.set_state(state)
+    oracle.set_state(state)  # AshaOracle.set_state rebuilds its rungs from the trials
     _cheap_space_copies(oracle)  # set_state made a new space
 
 
@@ -123,6 +135,8 @@ def rebuild_oracle_state(oracle: Oracle, trials: dict[str, Trial], end_order: li
     oracle._seed_state = oracle.seed + 1000 * len(trials)
     oracle._retry_queue = list(running)
     oracle.ongoing_trials = {}
+    if isinstance(oracle, AshaOracle):
+        oracle.rebuild()  # its rungs and budget come from the trials
     return running
 
 
@@ -157,13 +171,16 @@ def resume(oracle: Oracle, state: dict[str, Any] | None, trials: dict[str, Trial
     notes: list[str] = []
     if state is not None:
         restore_oracle_state(oracle, state, trials, end_order)
-        # Trials whose end reached the journal but not oracle.json.
+        # Trials whose end reached the journal but not oracle.json: a stale
+        # oracle.json still lists them as running with their old owners (and
+        # `restore_oracle_state` already took `end_order` from the journal).
         for trial_id in end_order:
             if trial_id not in oracle.end_order:
                 oracle.end_order.append(trial_id)
-                for tuner, trial in list(oracle.ongoing_trials.items()):
-                    if trial.trial_id == trial_id:
-                        del oracle.ongoing_trials[tuner]
+        ended = set(oracle.end_order)
+        for tuner, trial in list(oracle.ongoing_trials.items()):
+            if trial.trial_id in ended or oracle.trials[trial.trial_id].status in _ENDED:
+                del oracle.ongoing_trials[tuner]
         # A stock reload would re-queue these; we keep them with their owners.
         for tuner, trial in list(oracle.ongoing_trials.items()):
             oracle.ongoing_trials[tuner] = oracle.trials[trial.trial_id]

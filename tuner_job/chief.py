@@ -193,7 +193,9 @@ async def _serve(
     seeded = _account_warm(server, oracle)
     if fresh_warm:
         server.store.flush_now()
-    if seeded:
+    if seeded and oracle.max_trials is None:  # asha: seeded trials are observations, not configurations it started
+        log.info("%d seeded trials from run %s; this run starts up to %d new configurations", seeded, config.warm_start, config.max_trials)
+    elif seeded:
         log.info("%d seeded trials from run %s; max_trials %d -> %d so this run trains %d new trials",
                  seeded, config.warm_start, oracle.max_trials - seeded, oracle.max_trials, oracle.max_trials - seeded)
     stop_startup_health()  # the oracle's own server takes the port over

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tuner_job.errors import ConfigError
 
@@ -31,7 +31,7 @@ __all__ = [
     "dump_config",
 ]
 
-TUNERS = ("random", "hyperband", "bayesian", "grid")
+TUNERS = ("random", "hyperband", "bayesian", "grid", "asha")
 _RUN_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
@@ -116,18 +116,27 @@ class SearchConfig(_Strict):
     validation_split: float = Field(0.2, gt=0.0, lt=1.0)
     hypermodel: str = Field("toonvision", description='Built-in name, "package.module:function" or "path/file.py:function".')
     space: dict[str, SpaceOverride] = Field(default_factory=dict, description="Per-hyperparameter overrides that narrow the space.")
-    tuner: Literal["random", "hyperband", "bayesian", "grid"] = "random"
+    tuner: Literal["random", "hyperband", "bayesian", "grid", "asha"] = "random"
     objective: str = "val_loss"
     objective_direction: Literal["min", "max"] | None = Field(None, description="Needed only when it cannot be inferred from the name.")
-    max_trials: int = Field(100, ge=1)
+    max_trials: int = Field(100, ge=1, description="Trials to run (asha: new configurations; its promotions do not count).")
     executions_per_trial: int = Field(1, ge=1)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     seed: int = 42
     early_stopping_patience: int | None = Field(None, ge=1)
-    hyperband_factor: int = Field(3, ge=2)
+    hyperband_factor: int = Field(3, ge=2, description="Reduction factor of hyperband and asha: the top 1/factor of a rung goes on.")
+    asha_min_epochs: int = Field(1, ge=1, description="asha: epochs of the lowest rung, at least (the top rung trains `epochs`).")
+    asha_max_total_epochs: int | None = Field(
+        None, ge=1, description="asha: epochs over all trials at most, as well as max_trials configurations (default: no epoch budget)."
+    )
     bayesian_initial_points: int | None = Field(
         None, ge=1, description="Random trials before the Gaussian process leads (default: 3 per hyperparameter)."
+    )
+    bayesian_liar: Literal["believer", "worst", "mean", "best", "off"] = Field(
+        "believer",
+        description="bayesian: the provisional score running trials get until they end, so parallel workers spread out "
+        "(believer: the model's prediction; worst/mean/best: a constant from the results so far); off: KerasTuner's own oracle.",
     )
     max_consecutive_failed_trials: int = Field(3, ge=1)
     max_retries_per_trial: int = Field(0, ge=0)
@@ -164,6 +173,14 @@ class SearchConfig(_Strict):
     def _stages(cls, value: str | None) -> str | None:
         if value is not None:
             parse_stages(value)
+        return value
+
+    @field_validator("asha_min_epochs")
+    @classmethod
+    def _asha_min_epochs(cls, value: int, info: ValidationInfo) -> int:
+        epochs = info.data.get("epochs")
+        if epochs is not None and value > epochs:
+            raise ValueError(f"must be <= epochs ({epochs}), but got {value}")
         return value
 
     @field_validator("image_size")

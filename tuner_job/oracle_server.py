@@ -125,7 +125,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
     def _status(self) -> dict[str, Any]:
         oracle = self.oracle
         return self.progress.status(
-            max_trials=oracle.max_trials,
+            max_trials=_kt.trial_budget(oracle),
             trials_started=len(oracle.trials),
             running={tuner: trial.trial_id for tuner, trial in oracle.ongoing_trials.items()},
             queued=_kt_state.queued(oracle),
@@ -166,16 +166,11 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
     def _nothing_to_hand_out(self, tuner_id: str) -> bool:
         """The oracle would answer STOPPED: the budget is spent, nothing to resume or retry."""
         oracle = self.oracle
-        return (
-            oracle.max_trials is not None
-            and len(oracle.trials) >= oracle.max_trials
-            and tuner_id not in oracle.ongoing_trials
-            and not _kt_state.has_queued(oracle)
-        )
+        return _kt.budget_spent(oracle) and tuner_id not in oracle.ongoing_trials and not _kt_state.has_queued(oracle)
 
     def _search_done(self) -> bool:
         oracle = self.oracle
-        budget_spent = self.progress.exhausted or (oracle.max_trials is not None and len(oracle.trials) >= oracle.max_trials)
+        budget_spent = self.progress.exhausted or _kt.budget_spent(oracle)
         return budget_spent and not oracle.ongoing_trials and not _kt_state.has_queued(oracle)
 
     def _finish(self, state: str, message: str, bad_input: bool = False) -> None:
@@ -243,9 +238,8 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
                 self._metadata(context)
                 return _kt.pb.CreateTrialResponse(trial=self._protos.to_proto(trial))
             if trial is None or trial.status == _kt.TrialStatus.STOPPED:
-                self.progress.exhausted = self.progress.exhausted or not (
-                    self.oracle.max_trials is not None and len(self.oracle.trials) >= self.oracle.max_trials
-                )
+                # STOPPED with budget left: the space, not the budget, ran out.
+                self.progress.exhausted = self.progress.exhausted or not _kt.budget_spent(self.oracle)
                 if self._search_done():
                     self._finish(*self.progress.conclusion())
                     await self.store.commit()
@@ -291,6 +285,9 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         ended = self._protos.from_proto(request.trial, known)
         bad_input = dict(context.invocation_metadata() or ()).get(BAD_INPUT_KEY)  # no other trial would do better
         self._protos.forget(trial_id)
+        # A worker whose lease ran out may still end its trial: it ends, and
+        # leaves the queue it was put in (end_trial re-queues it if it retries).
+        _kt_state.unqueue(self.oracle, trial_id)
         if not known.metrics.exists(self.oracle.objective.name) and ended.metrics.exists(self.oracle.objective.name):
             known.metrics = ended.metrics  # an UpdateTrial that a restarted chief never saved
         self.oracle.end_trial(ended)

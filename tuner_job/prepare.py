@@ -96,6 +96,9 @@ def build_oracle(config: SearchConfig, hypermodel: Any, objective: Objective) ->
         hyperband_factor=config.hyperband_factor,
         max_retries_per_trial=config.max_retries_per_trial,
         bayesian_initial_points=config.bayesian_initial_points,
+        bayesian_liar=config.bayesian_liar,
+        asha_min_epochs=config.asha_min_epochs,
+        asha_max_total_epochs=config.asha_max_total_epochs,
     )
     _populate(oracle, hypermodel, config)
     return oracle
