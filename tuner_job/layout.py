@@ -5,14 +5,17 @@ Pure Python, no TensorFlow: the launcher (`tunectl results`) reads runs with it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunPaths", "WARM_PREFIX", "WARM_START_LABEL", "atomic_write_text", "atomic_write_json", "read_json"]
+__all__ = ["RunPaths", "WARM_PREFIX", "WARM_START_LABEL", "atomic_output", "atomic_write_text", "atomic_write_json", "read_json"]
 
 #: A trial seeded from an earlier run is `WARM_PREFIX + <its id there>` (the
 #: oracle's own ids are numbers) and carries `WARM_START_LABEL + <run>` as its
@@ -105,8 +108,46 @@ class RunPaths:
         return self.root / "best"
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once, without changing it (Linux reports it in /proc; elsewhere set and restore).
+
+    Read once: the chief's state writer publishes hundreds of files a second, and no process of ours changes its umask.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # not thread-safe, hence only where /proc says nothing
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temp path beside `path` to write; on success it becomes `path` by one rename, else it is removed.
+
+    The file gets the mode a plain `open(path, "w")` would give (0666 less
+    the umask, so 0644 as a rule): `tempfile.mkstemp` creates it 0600, which
+    would hide results from the other users of a shared volume.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
-    """Write a file so that a reader never sees it half-written.
+    """Write a file so that a reader never sees it half-written (`atomic_output`).
 
     The text goes to a temp file in the same folder, is fsynced, then renamed
     over the target; a kill at any moment leaves the old or the new file.
@@ -114,18 +155,11 @@ def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
     chief's checkpoints, see `state_writer`): a killed process still leaves
     the old or the new file, and only a crash of the machine can lose the write.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "w") as handle:
+        handle.write(text)
+        if fsync:
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
