@@ -15,7 +15,7 @@ from typing import Any
 from tuner_job.objective import Objective, finite
 from tuner_job.trials import trial_order
 
-__all__ = ["Scoreboard", "SearchProgress"]
+__all__ = ["Scoreboard", "SearchProgress", "trials_done_of_max"]
 
 
 @dataclass
@@ -76,6 +76,7 @@ class SearchProgress:
     exhausted: bool = False  # the oracle said STOPPED at least once
     finished_at: float | None = None  # wall-clock time the verdict came (the benchmark reads it)
     restored_failure: str | None = None  # a failed verdict a restart found, to repeat at start
+    seeded: int = 0  # trials a warm start gave the oracle: inside `max_trials`, never trained here
     scoreboard: Scoreboard = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +135,7 @@ class SearchProgress:
             "direction": self.objective.direction,
             **oracle_view,
             "trials_done": board.done,
+            "seeded": self.seeded,
             "completed": board.completed,
             "failed": board.failed,
             "best": None if board.best is None else {"trial_id": board.best[0], "score": board.best[1]},
@@ -141,3 +143,17 @@ class SearchProgress:
             "exhausted": self.exhausted,
             "updated": time.time(),
         }
+
+
+def trials_done_of_max(status: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(trials done, of max_trials) as a run's `status.json` says, counted as `tunectl results` counts them.
+
+    Seeded trials are inside the budget (the chief raised `max_trials` by
+    their count) and are done, though not trained here: a finished search
+    with 4 seeded and 4 trained trials is 8/8, not 4/8. None where unknown.
+    """
+    done = status.get("trials_done")
+    if done is not None:
+        done = int(done) + int(status.get("seeded") or 0)
+    total = status.get("max_trials")
+    return done, None if total is None else int(total)
