@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ def test_tunectl_local_runs_a_search_and_prints_the_leaderboard(shared: Path, tm
     result = subprocess.run(
         [sys.executable, "-m", "cluster", "local", "--config", str(config), "--shared-dir", str(shared), "--workers", "2",
          "--max-trials", "4", "--tensorboard-port", "0", "--fresh"],
-        capture_output=True, text=True, timeout=240, cwd=REPO,
+        capture_output=True, text=True, timeout=240, cwd=REPO, preexec_fn=lambda: os.umask(0o022),
     )
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
@@ -31,6 +33,19 @@ def test_tunectl_local_runs_a_search_and_prints_the_leaderboard(shared: Path, tm
     assert "best model: " in out and "model.keras" in out
     status = json.loads((shared / "runs" / "cli" / "status.json").read_text())
     assert status["trials_done"] == 4 and status["max_trials"] == 4  # --max-trials overrode the file
+
+    # Each log line says its role once (the prefix), each trial's hyperparameters are said once (by the chief
+    # that hands the trial out), and there is one leaderboard (the launcher's).
+    logged = [line.strip() for line in out.splitlines() if re.match(r"\s*(chief|tuner\d) \| ", line)]
+    for line in logged:
+        role, _, rest = line.partition(" | ")
+        assert not re.search(rf"\b{role}\b", rest), line
+    assert len([line for line in logged if "conv_1_filters=" in line]) == 4, "\n".join(logged)
+    assert out.count("run cli: completed") == 1 and "rank   trial" not in out
+    assert out.count("best model: ") == 1 and out.count("results: ") == 1
+    run = shared / "runs" / "cli"
+    for path in (run / "results.json", run / "leaderboard.csv", run / "best" / "hyperparameters.yaml", run / "status.json"):
+        assert path.stat().st_mode & 0o777 == 0o644, path  # under the usual umask 022
 
     from typer.testing import CliRunner
 
@@ -66,8 +81,6 @@ def test_tunectl_help_is_fast_and_imports_no_tensorflow() -> None:
 
 
 def test_ctrl_c_stops_every_child(shared: Path, tmp_path: Path) -> None:
-    import os
-    import re
     import signal
     import time
 
