@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import sys
+import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,7 @@ def _bare(annotation: Any) -> Any:
     """`X` of `X | None`, `list[X]`, `Annotated[X, ...]`."""
     origin = typing.get_origin(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if origin in (list, typing.Union) or str(origin) == "<class 'types.UnionType'>":
+    if origin in (list, typing.Union, types.UnionType):
         return _bare(args[0]) if args else annotation
     return annotation
 
@@ -68,7 +69,7 @@ def _metavar_of(annotation: Any, name: str) -> str:
 def _restyle(command: click.Command) -> None:
     """Plain help, metavars, and our usage and parsing for `command` and every command under it."""
     command.rich_markup_mode = None  # type: ignore[attr-defined]
-    if type(command) is TyperCommand:
+    if type(command) is TyperCommand:  # Typer built it; our subclass only adds the usage line and `A,B` values
         command.__class__ = TunectlCommand
     for param in command.params:
         if isinstance(param, TyperOption) and not param.is_flag and param.metavar is None:
