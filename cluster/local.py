@@ -40,7 +40,10 @@ _NOISE = re.compile(
     r"^(WARNING: All log messages before absl|I0000 |E0000 |W0000 |To enable the following instructions|.*oneDNN custom operations"
     r"|.*cuda_(dnn|blas|fft)|.*computation placer|.*Unable to register cu|.*rebuild TensorFlow with"
     # TensorBoard's note on its data server, three lines at every start.
-    r'|NOTE: Using experimental fast data loading|\s+"--load_fast=false" and report|\s+https://github\.com/tensorflow/tensorboard/issues/4784)'
+    r'|NOTE: Using experimental fast data loading|\s+"--load_fast=false" and report|\s+https://github\.com/tensorflow/tensorboard/issues/4784'
+    # gRPC's C++ core at INFO level (`I1130 01:27:38.876304 19181 chttp2_transport.cc:1403] ... Got goaway`): a
+    # worker that dialled the chief while it prepared its data; the worker's own line says what happened.
+    r"|I\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+\.cc:\d+\])"
 )
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
 

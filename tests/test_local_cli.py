@@ -58,6 +58,28 @@ def test_tunectl_local_runs_a_search_and_prints_the_leaderboard(shared: Path, tm
     assert missing.exit_code == 1 and "run 'nope' not found" in missing.output
 
 
+NOISE = [  # verbatim from `tunectl local` runs: printed at every start, they tell a user nothing
+    "I1130 01:27:38.876304   19181 chttp2_transport.cc:1403] ipv4:127.0.0.1:37267: Got goaway [2] "
+    "err=UNAVAILABLE:GOAWAY received; Error code: 2; Debug Text: Cancelling all calls {http2_error:2}",
+    "NOTE: Using experimental fast data loading logic. To disable, pass",
+    '    "--load_fast=false" and report issues on GitHub. More details:',
+    "    https://github.com/tensorflow/tensorboard/issues/4784",
+]
+KEPT = [  # what a user needs: our lines, and gRPC's or TensorFlow's warnings and errors
+    "01:27:40 INFO trial 0 -> tuner0: conv_1_filters=12 conv_1_kernel_size=3",
+    "E1130 01:27:38.876304   19181 chttp2_transport.cc:1403] ipv4:127.0.0.1:37267: connection refused",
+    "W1130 01:27:38.876304   19181 ev_poll_posix.cc:99] a warning",
+    "TensorBoard 2.20.0 at http://127.0.0.1:6006/ (Press CTRL+C to quit)",
+]
+
+
+def test_the_log_filter_drops_startup_noise_and_keeps_the_rest() -> None:
+    from cluster.local import _NOISE
+
+    assert [line for line in NOISE if not _NOISE.match(line)] == []
+    assert [line for line in KEPT if _NOISE.match(line)] == []
+
+
 def test_data_synth_writes_four_suits(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
