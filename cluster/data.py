@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cluster.errors import BadInputError, LauncherError, path_problem, user_errors
+from cluster.errors import BadInputError, path_problem, user_errors
 
 __all__ = ["data_app"]
 
@@ -26,7 +26,7 @@ def synth(
 
     with user_errors():
         if min(size) < 8:
-            raise LauncherError(f"--size must be at least 8x8 pixels, but got {size[0]}x{size[1]}")
+            raise BadInputError(f"--size must be at least 8x8 pixels, but got {size[0]}x{size[1]}")
         problem = path_problem(out)
         if problem:
             raise BadInputError(f"--out {out}: {problem}; name a folder")

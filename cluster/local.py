@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cluster.errors import LauncherError, user_errors
+from cluster.errors import BadInputError, user_errors
 from cluster.local_tensorboard import KeepTensorBoard
 from tuner_job.config import SearchConfig, dump_config
 from tuner_job.contract import CHIEF_ID, ENV_LAUNCHER, ENV_SHARED_DIR, TENSORBOARD_PORT, process_env, worker_id
@@ -295,11 +295,11 @@ def check_inputs(config: SearchConfig, shared_dir: Path) -> None:
     from tuner_job.errors import DataError
 
     if not shared_dir.is_dir():
-        raise LauncherError(f"shared directory not found: {shared_dir} (create it, or make demo)")
+        raise BadInputError(f"shared directory not found: {shared_dir} (create it, or make demo)")
     try:
         list_image_folder(shared_dir / config.data)
     except DataError as exc:
-        raise LauncherError(str(exc)) from None
+        raise BadInputError(str(exc)) from None
 
 
 def summarize(paths: RunPaths, console: Console, tensorboard_port: int | None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cluster.errors import LauncherError
+from cluster.errors import BadInputError, LauncherError
 from tuner_job.layout import RunPaths
 from tuner_job.objective import Objective
 from tuner_job.results import TrialRecord, collect_trials, rank
@@ -23,7 +23,7 @@ def find_run(shared_dir: Path, run: str | None) -> RunPaths:
         paths = RunPaths(shared_dir, run)
         if not paths.root.is_dir():
             known = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-            raise LauncherError(f"run {run!r} not found under {runs_dir} (runs: {', '.join(known) or 'none'})")
+            raise BadInputError(f"run {run!r} not found under {runs_dir} (runs: {', '.join(known) or 'none'})")
         return paths
     candidates = sorted((p for p in runs_dir.glob("*/tuner") if p.is_dir()), key=lambda p: p.stat().st_mtime) if runs_dir.is_dir() else []
     if not candidates:

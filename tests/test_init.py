@@ -59,7 +59,7 @@ def test_local_without_a_config_says_which_defaults_it_uses(tmp_path: Path, monk
         "600x200 images, random search of 100 trials x 10 epochs (the article's full search: hours on a CPU; "
         "--max-trials and --epochs shorten it). `tunectl init` writes a commented search.yaml to start from."
     )
-    assert lines[1].startswith("error: shared directory not found") and result.exit_code == 1
+    assert lines[1].startswith("error: shared directory not found") and result.exit_code == 2
 
     shorter = runner.invoke(app, ["local", "--shared-dir", str(tmp_path / "absent"), "--max-trials", "6", "--epochs", "2"])
     assert "random search of 6 trials x 2 epochs. `tunectl init`" in shorter.stderr and "hours" not in shorter.stderr

@@ -55,7 +55,7 @@ def test_tunectl_local_runs_a_search_and_prints_the_leaderboard(shared: Path, tm
     assert shown.exit_code == 0, shown.output
     assert "run cli: completed" in shown.output and shown.output.count("COMPLETED") == 4, shown.output
     missing = CliRunner().invoke(app, ["results", "--shared-dir", str(shared), "--run", "nope"])
-    assert missing.exit_code == 1 and "run 'nope' not found" in missing.output
+    assert missing.exit_code == 2 and "run 'nope' not found" in missing.output
 
 
 NOISE = [  # verbatim from `tunectl local` runs: printed at every start, they tell a user nothing
@@ -94,7 +94,7 @@ def test_data_synth_writes_four_suits(tmp_path: Path) -> None:
     with Image.open(out / "lawbot" / "lawbot_0002.png") as image:
         assert image.size == (12, 30)
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--size", "4", "4"])
-    assert bad.exit_code == 1 and "at least 8x8" in bad.output
+    assert bad.exit_code == 2 and "at least 8x8" in bad.output
 
 
 def test_tunectl_help_is_fast_and_imports_no_tensorflow() -> None:
