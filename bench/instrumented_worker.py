@@ -14,7 +14,7 @@ Categories (main thread only; the lease heartbeat thread runs alongside):
 - fit:      the hypermodel's `fit` (TrialRunner.train_model)
 - saving:   the epoch's backup (TrialBackup.save) and TensorBoard at each epoch end (inside fit)
 - hparams:  the trial's TensorBoard HParams summary
-- finish:   TrialRunner.finish: report, remove the trial's backup, log
+- finish:   TrialRunner.finish: report, the score TensorBoard shows, remove the trial's backup, log
 - trial:    TrialRunner.run: the whole trial up to its outcome
 - chief:    wait_for_chief (start-up)
 """

@@ -11,9 +11,11 @@ from typing import Annotated
 import typer
 
 from cluster import __version__
+from cluster.cli_style import TunectlGroup
 
 app = typer.Typer(
     name="tunectl",
+    cls=TunectlGroup,  # kubectl/helm-style help, one-line usage errors (cluster.cli_style)
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Distributed KerasTuner search: one chief, N workers, one TensorBoard.",
@@ -43,3 +45,4 @@ from cluster.results_cmd import results as _results; app.command("results")(_res
 from cluster.kube import register as _register_kube; _register_kube(app)  # noqa: E402,E702,I001
 from cluster.narrow import narrow_command as _narrow; app.command("narrow")(_narrow)  # noqa: E402,E702,I001
 from cluster.study import study_command as _study; app.command("study")(_study)  # noqa: E402,E702,I001
+from cluster.init_cmd import init_command as _init; app.command("init")(_init)  # noqa: E402,E702,I001

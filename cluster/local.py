@@ -38,17 +38,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cluster import local_signals
 from cluster.child_guard import guarded
 from cluster.errors import BadInputError, LauncherError, user_errors
+from cluster.local_tensorboard import KeepTensorBoard
 from tuner_job.config import SearchConfig, dump_config
-from tuner_job.contract import CHIEF_ID, ENV_SHARED_DIR, TENSORBOARD_PORT, process_env, worker_id
+from tuner_job.contract import CHIEF_ID, ENV_LAUNCHER, ENV_SHARED_DIR, TENSORBOARD_PORT, process_env, worker_id
 from tuner_job.errors import EXIT_BAD_INPUT, EXIT_LEASE_LOST, EXIT_OK, EXIT_SEARCH_FAILED
 from tuner_job.layout import RunPaths, read_json
+from tuner_job.progress import trials_done_of_max
 
 __all__ = ["LocalSearch", "check_inputs", "free_port", "make_console"]
 
 # Lines TensorFlow prints at every start that tell a user nothing.
 _NOISE = re.compile(
     r"^(WARNING: All log messages before absl|I0000 |E0000 |W0000 |To enable the following instructions|.*oneDNN custom operations"
-    r"|.*cuda_(dnn|blas|fft)|.*computation placer|.*Unable to register cu|.*rebuild TensorFlow with)"
+    r"|.*cuda_(dnn|blas|fft)|.*computation placer|.*Unable to register cu|.*rebuild TensorFlow with"
+    # TensorBoard's note on its data server, three lines at every start.
+    r'|NOTE: Using experimental fast data loading|\s+"--load_fast=false" and report|\s+https://github\.com/tensorflow/tensorboard/issues/4784'
+    # gRPC's C++ core at INFO level (`I1130 01:27:38.876304 19181 chttp2_transport.cc:1403] ... Got goaway`): a
+    # worker that dialled the chief while it prepared its data; the worker's own line says what happened.
+    r"|I\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+\.cc:\d+\])"
 )
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
 _WORKERS_AFTER_CHIEF = 60.0  # seconds the workers get to leave once the chief exited with its verdict
@@ -94,6 +101,7 @@ class LocalSearch:
         max_restarts: int = 3,
         console: Console | None = None,
         progress: bool = True,
+        keep_tensorboard: bool = False,
     ):
         self.config = config
         self.shared_dir = shared_dir.resolve()
@@ -112,6 +120,8 @@ class LocalSearch:
         self.max_restarts = max_restarts
         self.console = console or make_console()
         self.show_progress = progress
+        self.keep_tensorboard = keep_tensorboard  # left running by run(): see cluster.local_tensorboard
+        self.tensorboard_kept = False
         self.children: dict[str, Child] = {}
         self._stopping = False
         self._chief_verdict_at: float | None = None
@@ -127,6 +137,7 @@ class LocalSearch:
         # Locally the chief binds loopback only.
         env.update(process_env(tuner_id, "127.0.0.1", self.port, str(self.config_file), str(self.shared_dir)))
         env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        env[ENV_LAUNCHER] = "1"  # our prefix names the role, and we print the results
         return env
 
     def _spawn(self, child: Child, note: str = "") -> None:
@@ -173,7 +184,7 @@ class LocalSearch:
             logdir = self.paths.runs_dir
             logdir.mkdir(parents=True, exist_ok=True)
             tb = [python, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.tensorboard_port)]
-            self._spawn(self._add("tensorboard", tb, dict(os.environ), restartable=False))
+            self._spawn(self._add("tensorboard", tb, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, restartable=False))
             self.console.print(f"TensorBoard: [bold]http://127.0.0.1:{self.tensorboard_port}/[/bold] (logs in {self.paths.logs})")
 
     def _wait_for_fresh_start(self, timeout: float = 120.0) -> None:
@@ -186,22 +197,24 @@ class LocalSearch:
                 return
             time.sleep(0.2)
 
-    def stop(self, grace: float = 8.0) -> None:
-        """SIGTERM every child (each leaves its files whole), SIGKILL what is left after `grace` seconds."""
+    def stop(self, grace: float = 8.0, spare: tuple[str, ...] = ()) -> None:
+        """SIGTERM every child but those named in `spare` (each leaves its files whole), SIGKILL what is left after `grace` seconds."""
         self._stopping = True
+        children = [child for name, child in self.children.items() if name not in spare]
         with local_signals.ignoring():
-            for child in self.children.values():
+            for child in children:
                 if child.process and child.process.poll() is None:
                     child.process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + grace
-            for child in self.children.values():
+            for child in children:
                 if child.process:
                     try:
                         child.process.wait(max(0.1, deadline - time.monotonic()))
                     except subprocess.TimeoutExpired:
                         child.process.kill()
                         child.process.wait()
-        self._tmp.cleanup()
+        if not spare:
+            self._tmp.cleanup()
 
     # ----- supervision ---------------------------------------------------
 
@@ -282,6 +295,7 @@ class LocalSearch:
             disable=not self.show_progress,
             transient=False,
         )
+        spare: tuple[str, ...] = ()
         try:
             with local_signals.trapped(), progress:
                 task = progress.add_task(f"run {self.config.run}", total=self.config.max_trials, best="")
@@ -290,13 +304,16 @@ class LocalSearch:
                     code = self._reap()
                     status = self._status()
                     best = status.get("best")
+                    done, total = trials_done_of_max(status)  # seeded trials count, as in the results
                     progress.update(
                         task,
-                        total=status.get("max_trials") or self.config.max_trials,
-                        completed=status.get("trials_done", 0),
+                        total=total or self.config.max_trials,
+                        completed=done or 0,
                         best=f"best {self.config.objective} {best['score']:.4f} (trial {best['trial_id']})" if best else "",
                     )
                     if code is not None:
+                        if self.keep_tensorboard and code in (EXIT_OK, EXIT_SEARCH_FAILED):
+                            spare = ("tensorboard",)
                         return code
                     time.sleep(0.25)
         except KeyboardInterrupt:
@@ -306,7 +323,8 @@ class LocalSearch:
             self.console.print(f"[yellow]{stop}: stopping every process[/yellow]")
             return stop.exit_code
         finally:
-            self.stop()
+            self.tensorboard_kept = bool(spare)
+            self.stop(spare=spare)
 
 
 def _require_free_port(port: int) -> None:
@@ -369,50 +387,69 @@ def summarize(paths: RunPaths, console: Console, tensorboard_port: int | None) -
 
 
 def local_command_impl(
-    config: SearchConfig, shared_dir: Path, workers: int, fresh: bool, tensorboard_port: int | None, max_restarts: int, port: int | None
+    config: SearchConfig, shared_dir: Path, workers: int, fresh: bool, tensorboard_port: int | None, max_restarts: int, port: int | None,
+    keep_tensorboard: bool = False,
 ) -> int:
     console = make_console()
     console.print(f"checking run {config.run}: config, data, hypermodel, space, objective (one training step on blank images)")
     console.print(check_inputs(config, shared_dir, fresh=fresh, port=port), highlight=False)
     search = LocalSearch(
-        config, shared_dir, workers, fresh=fresh, port=port, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console
+        config, shared_dir, workers, fresh=fresh, port=port, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console,
+        keep_tensorboard=keep_tensorboard,
     )
     console.print(
         f"search [bold]{config.run}[/bold]: {config.tuner}, {config.max_trials} trials, {workers} workers, oracle on 127.0.0.1:{search.port}"
     )
     code = search.run()
-    if code in (EXIT_OK, EXIT_SEARCH_FAILED):
-        for paths in search.runs:
-            if paths.tuner.is_dir():
-                summarize(paths, console, tensorboard_port)
-    return code
+
+    def report() -> int:
+        if code in (EXIT_OK, EXIT_SEARCH_FAILED):
+            for paths in search.runs:
+                if paths.tuner.is_dir():
+                    summarize(paths, console, tensorboard_port)
+        return code
+
+    from cluster.local_tensorboard import report_then_serve
+
+    return report_then_serve(search, report)
 
 
 def local(
-    config: Annotated[Path | None, typer.Option(help="search.yaml; default: ./search.yaml if present, else the built-in defaults.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Number of worker processes.")] = 2,
-    shared_dir: Annotated[Path, typer.Option(help="The shared folder: data/ and runs/.", envvar=ENV_SHARED_DIR)] = Path("shared"),
-    run: Annotated[str | None, typer.Option(help="Override the run name.")] = None,
-    max_trials: Annotated[int | None, typer.Option(help="Override max_trials.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override epochs.")] = None,
-    tuner: Annotated[str | None, typer.Option(help="Override the tuner: random, hyperband, bayesian, grid, asha.")] = None,
-    fresh: Annotated[bool, typer.Option(help="Delete this run's folder first (otherwise an existing run resumes).")] = False,
-    tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port; 0 starts none.")] = TENSORBOARD_PORT,
+    config: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="search.yaml; default: ./search.yaml if present, else the built-in defaults.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, metavar="N", help="Number of worker processes.")] = 2,
+    shared_dir: Annotated[Path, typer.Option(metavar="DIR", help="The shared folder: data/ and runs/.", envvar=ENV_SHARED_DIR)] = Path("shared"),
+    run: Annotated[str | None, typer.Option(metavar="NAME", help="Override the run name.")] = None,
+    max_trials: Annotated[int | None, typer.Option(metavar="N", help="Override max_trials.")] = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="Override epochs.")] = None,
+    tuner: Annotated[str | None, typer.Option(metavar="NAME", help="Override the tuner: random, hyperband, bayesian, grid, asha.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete this run's folder first (otherwise an existing run resumes).")] = False,
+    tensorboard_port: Annotated[
+        int, typer.Option(metavar="PORT", envvar="TUNECTL_TENSORBOARD_PORT", help="TensorBoard's port; 0 starts none.")
+    ] = TENSORBOARD_PORT,
+    keep_tensorboard: KeepTensorBoard = None,
     max_restarts: Annotated[
-        int, typer.Option(min=0, help="Restarts per process before giving up, like a Job's backoffLimit (a stop from outside is not counted).")
+        int,
+        typer.Option(min=0, metavar="N", help="Restarts per process before giving up, like a Job's backoffLimit (stops from outside not counted)."),
     ] = 3,
-    port: Annotated[int | None, typer.Option(help="The oracle's port (default: a free one).")] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help="The oracle's port (default: a free one).")] = None,
 ) -> None:
     """Run a search on this machine: the chief, N workers and TensorBoard as processes."""
+    from cluster.init_cmd import defaults_note
+    from cluster.local_tensorboard import keep_tensorboard_wanted
     from tuner_job.config import load_config, parse_config
 
     with user_errors():
         if config is None and Path("search.yaml").is_file():
             config = Path("search.yaml")
+            typer.echo("config: ./search.yaml", err=True)
         overrides = {"run": run, "max_trials": max_trials, "epochs": epochs, "tuner": tuner}
         if config is not None:
             search = load_config(config, overrides)
         else:
             search = parse_config({k: v for k, v in overrides.items() if v is not None}, "command line")
-        code = local_command_impl(search, shared_dir, workers, fresh, tensorboard_port or None, max_restarts, port)
+            typer.echo(f"note: {defaults_note(search)}", err=True)
+        keep = keep_tensorboard_wanted(keep_tensorboard, tensorboard_port)
+        code = local_command_impl(search, shared_dir, workers, fresh, tensorboard_port or None, max_restarts, port, keep)
     raise typer.Exit(code)

@@ -16,7 +16,7 @@ from cluster.errors import user_errors
 from tuner_job.config import TUNERS, SearchConfig, dump_config
 from tuner_job.contract import ENV_SHARED_DIR
 from tuner_job.layout import atomic_write_text
-from tuner_job.narrowing import NarrowResult, check_selection, next_stage_config
+from tuner_job.narrowing import DEFAULT_TOP, NarrowResult, check_selection, next_stage_config
 
 __all__ = ["narrow_run", "narrowing_table", "narrow_command"]
 
@@ -63,18 +63,18 @@ def narrowing_table(result: NarrowResult, title: str):  # noqa: ANN201 (rich.tab
 
 
 def narrow_command(
-    run: Annotated[str, typer.Option("--run", help="The finished (or running) run to narrow around.")],
+    run: Annotated[str, typer.Option("--run", metavar="NAME", help="The finished (or running) run to narrow around.")],
     shared_dir: Annotated[
-        Path, typer.Option("--shared-dir", envvar=ENV_SHARED_DIR, help="The shared volume (holds runs/).")
+        Path, typer.Option("--shared-dir", metavar="DIR", envvar=ENV_SHARED_DIR, help="The shared volume (holds runs/).")
     ] = Path("shared"),
-    top: Annotated[int | None, typer.Option("--top", help="Narrow around the K best trials (default 5).")] = None,
+    top: Annotated[int | None, typer.Option("--top", metavar="K", help="Narrow around the K best trials (default 5).")] = None,
     quantile: Annotated[
-        float | None, typer.Option("--quantile", help="Narrow around the best fraction of trials, e.g. 0.2.")
+        float | None, typer.Option("--quantile", metavar="FRACTION", help="Narrow around the best fraction of trials, e.g. 0.2.")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Where to write the new search.yaml.")] = Path("search-narrowed.yaml"),
-    new_run: Annotated[str | None, typer.Option("--new-run", help="Name of the next run (default <run>-narrow).")] = None,
-    tuner: Annotated[str, typer.Option("--tuner", help=f"Tuner of the next stage: {' | '.join(TUNERS)}.")] = "bayesian",
-    max_trials: Annotated[int | None, typer.Option("--max-trials", help="Trials of the next stage (default: as before).")] = None,
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write the new search.yaml.")] = Path("search-narrowed.yaml"),
+    new_run: Annotated[str | None, typer.Option("--new-run", metavar="NAME", help="Name of the next run (default <run>-narrow).")] = None,
+    tuner: Annotated[str, typer.Option("--tuner", metavar="NAME", help=f"Tuner of the next stage: {' | '.join(TUNERS)}.")] = "bayesian",
+    max_trials: Annotated[int | None, typer.Option("--max-trials", metavar="N", help="Trials of the next stage (default: as before).")] = None,
 ) -> None:
     """Shrink a run's search space around its best trials and write the next stage's search.yaml."""
     from rich.console import Console
@@ -84,5 +84,11 @@ def narrow_command(
             shared_dir, run, top_k=top, quantile=quantile, out=out, new_run=new_run, tuner=tuner, max_trials=max_trials
         )
         console = Console(width=max(120, Console().width))
+        wanted = top if top is not None else (None if quantile is not None else DEFAULT_TOP)
+        if wanted is not None and len(result.top_ids) < wanted:
+            flag = f"--top {top}" if top is not None else f"the default --top {DEFAULT_TOP}"
+            typer.echo(f"warning: {flag}, but run {run!r} has only {result.completed} completed trials: "
+                       f"narrowing around all {len(result.top_ids)} of them", err=True)  # fmt: skip
         console.print(narrowing_table(result, f"{run}: top {len(result.top_ids)} of {result.completed} completed trials ({result.direction})"))
         console.print(f"wrote {out}: run {config.run!r}, tuner {config.tuner}, warm start from {run!r}")
+        console.print(f"next: tunectl local --config {out} --shared-dir {shared_dir}", soft_wrap=True)

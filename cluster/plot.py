@@ -1,8 +1,11 @@
 """`tunectl results --plot FILE.png`: one picture of a run, or of the stages of a study.
 
-Top panel: the objective of every trial in order, the best so far, failed trials
-marked; stages follow one another on the x axis, each in its own colour. Below:
-one panel per hyperparameter, value against objective, the best trial starred.
+Top panel: the objective of every trial in order (the x axis is labelled with
+trial ids), the best so far, failed trials marked; stages follow one another on
+the x axis, each in its own colour. A trial seeded from an earlier run (warm
+start) is drawn once: in its own run when that run is plotted too, else hollow.
+Below: one panel per hyperparameter, value against objective, the best trial
+starred.
 Reads only the shared volume (no TensorFlow); matplotlib is imported when a plot
 is asked for, so `tunectl` stays fast without it.
 """
@@ -10,14 +13,12 @@ is asked for, so `tunectl` stays fast without it.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cluster.errors import BadInputError, LauncherError
-from tuner_job.layout import RunPaths
+from tuner_job.layout import WARM_PREFIX, WARM_START_LABEL, RunPaths, atomic_output
 from tuner_job.objective import Objective
 from tuner_job.space_model import Hyperparameter, space_from_trials
 from tuner_job.trials import best_step_metrics, read_trials, trial_score
@@ -36,6 +37,7 @@ class _Point:
     status: str
     score: float | None
     values: dict[str, Any]
+    seeded_from: str | None = None  # the run a warm-started trial came from
 
 
 def _score(trial: dict[str, Any], objective: str) -> float | None:
@@ -49,6 +51,7 @@ def _load(runs: list[RunPaths], objective: str) -> tuple[list[_Point], dict[str,
     points: list[_Point] = []
     merged: dict[str, Hyperparameter] = {}
     spaces = []
+    plotted = {paths.run for paths in runs}
     for paths in runs:
         trials = list(read_trials(paths).trials.values())
         space = space_from_trials(trials)
@@ -56,9 +59,22 @@ def _load(runs: list[RunPaths], objective: str) -> tuple[list[_Point], dict[str,
         for name, hp in space.items():
             merged.setdefault(name, hp)
         for trial in trials:
+            seeded_from = _seeded_from(trial)
+            if seeded_from in plotted:
+                continue  # drawn where it was trained
             values = {k: v for k, v in ((trial.get("hyperparameters") or {}).get("values") or {}).items() if not k.startswith("tuner/")}
-            points.append(_Point(paths.run, str(trial["trial_id"]), len(points) + 1, str(trial.get("status")), _score(trial, objective), values))
+            point = _Point(paths.run, str(trial["trial_id"]), len(points) + 1, str(trial.get("status")), _score(trial, objective), values)
+            point.seeded_from = seeded_from
+            points.append(point)
     return points, merged, spaces
+
+
+def _seeded_from(trial: dict[str, Any]) -> str | None:
+    """The run a warm-started trial was seeded from (its id `w<id>`, its message `warm-start:<run>`), else None."""
+    message = str(trial.get("message") or "")
+    if str(trial.get("trial_id", "")).startswith(WARM_PREFIX) and message.startswith(WARM_START_LABEL):
+        return message.removeprefix(WARM_START_LABEL)
+    return None
 
 
 def _panels(points: list[_Point], merged: dict[str, Hyperparameter]) -> list[str]:
@@ -89,10 +105,12 @@ def plot_runs(runs: list[RunPaths], out: Path, goal: Objective) -> Path:
         goal: the objective drawn, and what "best" means (`trials.read_objective`).
 
     The PNG carries its layout in its text metadata (`Runs`, `Panels`,
-    `Hyperparameters`), so a caller or a test can check what was drawn.
+    `Hyperparameters`, `Trials` drawn as `run/id`, the x axis' `Ticks`), so
+    a caller or a test can check what was drawn.
 
     Raises:
-        BadInputError: no run, or no trial (exit 2). LauncherError: matplotlib missing.
+        BadInputError: no run, or no completed trial in `runs` (exit 2): nothing to draw.
+        LauncherError: matplotlib missing.
     """
     if not runs:
         raise BadInputError("nothing to plot: no run given.")
@@ -105,8 +123,10 @@ def plot_runs(runs: list[RunPaths], out: Path, goal: Objective) -> Path:
         raise LauncherError("plotting needs matplotlib: pip install 'keras-tuner-cluster[plot]'") from None
 
     points, merged, spaces = _load(runs, objective)
-    if not points:
-        raise BadInputError(f"nothing to plot: no trial.json under {', '.join(str(r.tuner) for r in runs)}")
+    if not any(p.score is not None for p in points):
+        names = ", ".join(r.run for r in runs)
+        found = f"{len(points)} trials, none completed" if points else "no trials yet"
+        raise BadInputError(f"nothing to plot: run {names} has no completed trial ({found})")
     names = _panels(points, merged)
     columns = max(1, min(PANEL_COLUMNS, len(names)))
     rows = math.ceil(len(names) / columns)
@@ -123,13 +143,17 @@ def plot_runs(runs: list[RunPaths], out: Path, goal: Objective) -> Path:
     handles = []
     for paths in runs:
         mine = [p for p in points if p.run == paths.run]
-        done = [p for p in mine if p.score is not None]
+        done = [p for p in mine if p.score is not None and p.seeded_from is None]
         top.scatter([p.x for p in done], [p.score for p in done], s=22, color=colour[paths.run], zorder=3)
+        seeded = [p for p in mine if p.score is not None and p.seeded_from is not None]
+        if seeded:  # trained in a run not plotted here: hollow
+            top.scatter([p.x for p in seeded], [p.score for p in seeded], s=22, facecolors="none", edgecolors=colour[paths.run], zorder=3)
         failed = [p for p in mine if p.status in _FAILED]
         # Failed trials have no score: a cross on the axis floor, in the stage's colour.
         top.scatter([p.x for p in failed], [0.03] * len(failed), marker="x", s=40, color=colour[paths.run],
                     transform=top.get_xaxis_transform(), zorder=3, clip_on=False)
         label = f"{paths.run}: {len(done)} completed" + (f", {len(failed)} failed" if failed else "")
+        label += f", {len(seeded)} seeded from {seeded[0].seeded_from} (hollow)" if seeded else ""
         handles.append(Line2D([], [], marker="o", linestyle="", color=colour[paths.run], label=label))
         if len(runs) > 1 and mine:
             if mine[0].x > 1:
@@ -165,7 +189,8 @@ def plot_runs(runs: list[RunPaths], out: Path, goal: Objective) -> Path:
         low, high = top.get_ylim()  # room below the lowest point for the failed trials' crosses
         top.set_ylim(low / (high / low) ** 0.08 if log_scores else low - 0.08 * (high - low), high)
     top.set_xlim(0.5, len(points) + 0.5)
-    top.set_xlabel("trial (in id order" + (", stages one after another)" if len(runs) > 1 else ")"))
+    _trial_id_ticks(top, points)
+    top.set_xlabel("trial id" + (" (stages one after another)" if len(runs) > 1 else ""))
     top.set_ylabel(objective)
     top.set_title(f"{objective} per trial ({'lower' if direction == 'min' else 'higher'} is better)")
     top.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
@@ -188,8 +213,27 @@ def plot_runs(runs: list[RunPaths], out: Path, goal: Objective) -> Path:
         "Runs": str(len(runs)),
         "Panels": str(1 + len(names)),
         "Hyperparameters": ",".join(names),
+        "Trials": ",".join(f"{p.run}/{p.trial_id}" for p in points),
+        "Ticks": ",".join(_tick_labels(top)),
     }
     return _save(figure, Path(out), metadata)
+
+
+def _trial_id_ticks(axes: Any, points: list[_Point]) -> None:
+    """Whole-number positions only, each labelled with the trial id drawn there."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ids = {p.x: p.trial_id for p in points}
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(12, max(1, len(points)))))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: ids.get(round(x), "") if abs(x - round(x)) < 1e-6 else ""))
+
+
+def _tick_labels(axes: Any) -> list[str]:
+    """The x tick labels as they will be drawn (locator and formatter, without rendering)."""
+    axis = axes.xaxis
+    low, high = axes.get_xlim()
+    locs = [x for x in axis.get_major_locator()() if low <= x <= high]
+    return [axis.get_major_formatter()(x, i) for i, x in enumerate(locs)]
 
 
 def _hyperparameter_panel(axes, name, hp, runs, spaces, points, best, colour) -> None:  # noqa: ANN001
@@ -241,13 +285,6 @@ def _hyperparameter_panel(axes, name, hp, runs, spaces, points, best, colour) ->
 
 def _save(figure: Any, out: Path, metadata: dict[str, str]) -> Path:
     """Write the PNG next to its final name, then rename: a reader never sees half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         figure.savefig(tmp, format="png", dpi=100, metadata=metadata)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out

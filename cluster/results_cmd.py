@@ -14,10 +14,13 @@ __all__ = ["results"]
 
 
 def results(
-    shared_dir: Annotated[Path, typer.Option(help="The shared volume (local folder).", envvar=ENV_SHARED_DIR)] = Path("shared"),
-    run: Annotated[list[str] | None, typer.Option(help="Run name; repeat for two stages side by side in --plot. Default: the latest run.")] = None,
-    top: Annotated[int, typer.Option(min=1, help="How many trials to show.")] = 10,
-    plot: Annotated[Path | None, typer.Option(help="Also draw the objective per trial and per hyperparameter to this PNG.")] = None,
+    shared_dir: Annotated[Path, typer.Option(metavar="DIR", help="The shared volume (local folder).", envvar=ENV_SHARED_DIR)] = Path("shared"),
+    run: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NAME", help="Run name; repeat for two stages side by side in --plot. Default: the latest run."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, metavar="N", help="How many trials to show.")] = 10,
+    plot: Annotated[Path | None, typer.Option(metavar="FILE", help="Also draw the objective per trial and per hyperparameter to this PNG.")] = None,
 ) -> None:
     """Print the leaderboard of a finished or running search."""
     from cluster.runs import find_run, print_leaderboard

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.errors import BadInputError, user_errors
+from cluster.local_tensorboard import KeepTensorBoard, keep_tensorboard_wanted
 from tuner_job.config import SearchConfig, dump_config, parse_config, parse_stages, stage_run
 from tuner_job.contract import ENV_SHARED_DIR, TENSORBOARD_PORT
 from tuner_job.errors import EXIT_OK
@@ -61,18 +62,32 @@ def run_study(
     plot: Path | None = None,
     max_restarts: int = 3,
     console: Console | None = None,
+    keep_tensorboard: bool = False,
 ) -> int:
-    """Run the staged search `config` (`study_config`) locally; 0 only when every stage completed."""
-    from cluster.local import LocalSearch, check_inputs, make_console, summarize
+    """Run the staged search `config` (`study_config`) locally; 0 only when every stage completed.
+
+    `keep_tensorboard`: leave TensorBoard up after the search until Ctrl-C (`cluster.local_tensorboard`).
+    """
+    from cluster.local import LocalSearch, check_inputs, make_console
+    from cluster.local_tensorboard import report_then_serve
 
     assert config.stages is not None
     shared_dir = shared_dir.resolve()
     console = console or make_console()
     console.print(f"checking study {config.run}: config, data, hypermodel, space, objective (one training step on blank images)")
     console.print(check_inputs(config, shared_dir, fresh=fresh), highlight=False)
-    search = LocalSearch(config, shared_dir, workers, fresh=fresh, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console)
+    search = LocalSearch(config, shared_dir, workers, fresh=fresh, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console,
+                         keep_tensorboard=keep_tensorboard)  # fmt: skip
     console.rule(f"study {config.run}: stages {config.stages}, narrowed around the top {config.stage_top} trials of each stage")
     code = search.run()
+    return report_then_serve(search, lambda: _report(config, search, code, shared_dir, tensorboard_port, plot))
+
+
+def _report(config: SearchConfig, search: Any, code: int, shared_dir: Path, tensorboard_port: int | None, plot: Path | None) -> int:
+    """Each stage's leaderboard, the study's table and plot; the study's exit code."""
+    from cluster.local import summarize
+
+    console = search.console
     done = [paths for paths in search.runs if paths.tuner.is_dir()]
     for paths in done:
         summarize(paths, console, tensorboard_port)
@@ -111,20 +126,24 @@ def _print_summary(run: str, done: list[RunPaths], console: Console) -> None:
 
 def study_command(
     config: Annotated[
-        Path | None, typer.Option(help="search.yaml of the study; default: ./search.yaml if present, else the built-in defaults.")
+        Path | None, typer.Option(metavar="FILE", help="search.yaml of the study; default: ./search.yaml if present, else the built-in defaults.")
     ] = None,
-    stages: Annotated[str, typer.Option(help="tuner:trials per stage, in order.")] = "random:60,bayesian:40",
-    workers: Annotated[int, typer.Option(min=1, help="Number of worker processes.")] = 2,
-    shared_dir: Annotated[Path, typer.Option(help="The shared folder: data/ and runs/.", envvar=ENV_SHARED_DIR)] = Path("shared"),
-    run: Annotated[str | None, typer.Option(help="Name of the study: stages are runs <run>-s1, <run>-s2, ...")] = None,
-    top: Annotated[int | None, typer.Option(min=1, help="Narrow each stage's space around its K best trials (default 5).")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override epochs.")] = None,
-    tensorboard_port: Annotated[int, typer.Option(help="TensorBoard's port while the study runs; 0 starts none.")] = TENSORBOARD_PORT,
-    fresh: Annotated[bool, typer.Option(help="Delete the stages' run folders first (otherwise existing stages resume).")] = False,
-    plot: Annotated[Path | None, typer.Option(help="Draw every stage's trials to this PNG at the end.")] = None,
-    max_restarts: Annotated[int, typer.Option(min=0, help="Restarts per process before giving up.")] = 3,
+    stages: Annotated[str, typer.Option(metavar="TUNER:N,...", help="tuner:trials per stage, in order.")] = "random:60,bayesian:40",
+    workers: Annotated[int, typer.Option(min=1, metavar="N", help="Number of worker processes.")] = 2,
+    shared_dir: Annotated[Path, typer.Option(metavar="DIR", help="The shared folder: data/ and runs/.", envvar=ENV_SHARED_DIR)] = Path("shared"),
+    run: Annotated[str | None, typer.Option(metavar="NAME", help="Name of the study: stages are runs <run>-s1, <run>-s2, ...")] = None,
+    top: Annotated[int | None, typer.Option(min=1, metavar="K", help="Narrow each stage's space around its K best trials (default 5).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, metavar="N", help="Override epochs.")] = None,
+    tensorboard_port: Annotated[
+        int, typer.Option(metavar="PORT", envvar="TUNECTL_TENSORBOARD_PORT", help="TensorBoard's port while the study runs; 0 starts none.")
+    ] = TENSORBOARD_PORT,
+    keep_tensorboard: KeepTensorBoard = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the stages' run folders first (otherwise existing stages resume).")] = False,
+    plot: Annotated[Path | None, typer.Option(metavar="FILE", help="Draw every stage's trials to this PNG at the end.")] = None,
+    max_restarts: Annotated[int, typer.Option(min=0, metavar="N", help="Restarts per process before giving up.")] = 3,
     write_config: Annotated[
-        Path | None, typer.Option(help="Only write the staged search.yaml here (for `tunectl local` or the chart's search:), do not run it.")
+        Path | None,
+        typer.Option(metavar="FILE", help="Only write the staged search.yaml here (for `tunectl local` or the chart's search:), do not run it."),
     ] = None,
 ) -> None:
     """Staged search: a wide first stage, then narrowed, warm-started stages (random -> Bayesian by default)."""
@@ -142,5 +161,6 @@ def study_command(
             typer.echo(f"wrote {write_config}: a staged search of runs {runs}")
             raise typer.Exit(EXIT_OK)
         code = run_study(staged, shared_dir, workers=workers, tensorboard_port=tensorboard_port or None, fresh=fresh,
-                         plot=plot, max_restarts=max_restarts)  # fmt: skip
+                         plot=plot, max_restarts=max_restarts,
+                         keep_tensorboard=keep_tensorboard_wanted(keep_tensorboard, tensorboard_port))  # fmt: skip
     raise typer.Exit(code)

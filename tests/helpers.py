@@ -218,3 +218,95 @@ def run_chief_once(shared: Path, config_file: Path, port: int, timeout: float = 
     environ = {**os.environ, **process_env(CHIEF_ID, "127.0.0.1", port, str(config_file), str(shared)), "TF_CPP_MIN_LOG_LEVEL": "3", **env}
     return subprocess.run([sys.executable, "-c", _MAIN_REPORTING_TF], env=environ, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
+
+# --- a real TensorBoard on a free loopback port ------------------------------------------------------
+
+
+class TensorBoardProcess:
+    """`tensorboard --logdir LOGDIR` on a free 127.0.0.1 port, stopped by pid at the end (a context manager)."""
+
+    def __init__(self, logdir: Path, *extra: str, log: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.port),
+                "--reload_interval", "1", *extra]  # fmt: skip
+        self.log = log or logdir.parent / f"tensorboard-{self.port}.log"
+        with open(self.log, "wb") as handle:
+            self.proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    def __enter__(self) -> TensorBoardProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def wait_for_http(url: str, timeout: float, accept: Any = lambda body: True) -> bytes:
+    """GET `url` until it answers 200 with a body `accept` likes; the body (pytest.fail after `timeout` s)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body = response.read()
+                if accept(body):
+                    return body
+                last = body[:300]
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer as expected within {timeout}s: {last!r}")
+
+
+def hparams_rows(url: str) -> dict[str, dict[str, float]]:
+    """The HParams table as TensorBoard's plugin API serves it: `{session group (row) name: {metric tag: value}}`."""
+    import json
+    import urllib.request
+
+    request = {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 1000,
+    }
+    http = urllib.request.Request(
+        f"{url}/data/plugin/hparams/session_groups", data=json.dumps(request).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(http, timeout=30) as response:
+        groups = json.loads(response.read())["sessionGroups"]
+    return {g["name"]: {m["name"]["tag"]: m["value"] for m in g.get("metricValues", [])} for g in groups}
+
+
+def hparams_experiment(url: str) -> dict[str, Any]:
+    """The HParams experiment (hyperparameters and metrics) TensorBoard serves."""
+    import json
+    import urllib.request
+
+    http = urllib.request.Request(
+        f"{url}/data/plugin/hparams/experiment", data=b'{"experimentName": ""}', headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(http, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def wait_for_rows(url: str, expected: set[str], timeout: float) -> dict[str, dict[str, float]]:
+    """The HParams rows once every expected row has its score (TensorBoard loads event files in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = hparams_rows(url)
+        if (set(rows) == expected and all("score" in r for r in rows.values())) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1)

@@ -105,7 +105,7 @@ def test_tunectl_local_rejects_bad_input_before_starting_anything(shared: Path, 
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump(small_config()))
     result = CliRunner().invoke(app, ["local", "--config", str(config), "--shared-dir", str(shared), "--tensorboard-port", "0"])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 2, result.output  # bad input: named, exit 2
     assert "lawbot holds no images" in result.output
     assert "started" not in result.output
     result = CliRunner().invoke(app, ["local", "--config", str(config), "--shared-dir", str(shared), "--tuner", "grad"])

@@ -334,7 +334,7 @@ def test_workers_before_the_chief_wait_and_late_worker_exits_at_once(search):
     s.start("chief")
     codes = s.wait_all(180)
     assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, s.all_logs()
-    assert re.search(r"tuner0: chief at 127\.0\.0\.1:\d+ answered after \d+s", s.log("tuner0")), s.log("tuner0")
+    assert re.search(r"tuner0 INFO chief at 127\.0\.0\.1:\d+ answered after \d+s", s.log("tuner0")), s.log("tuner0")
     assert_results_once(s.run_dir, 2)
 
     # A worker that starts after the search completed leaves at once.

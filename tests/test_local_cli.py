@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ def test_tunectl_local_runs_a_search_and_prints_the_leaderboard(shared: Path, tm
     result = subprocess.run(
         [sys.executable, "-m", "cluster", "local", "--config", str(config), "--shared-dir", str(shared), "--workers", "2",
          "--max-trials", "4", "--tensorboard-port", "0", "--fresh"],
-        capture_output=True, text=True, timeout=240, cwd=REPO,
+        capture_output=True, text=True, timeout=240, cwd=REPO, preexec_fn=lambda: os.umask(0o022),
     )
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
@@ -32,6 +34,19 @@ def test_tunectl_local_runs_a_search_and_prints_the_leaderboard(shared: Path, tm
     status = json.loads((shared / "runs" / "cli" / "status.json").read_text())
     assert status["trials_done"] == 4 and status["max_trials"] == 4  # --max-trials overrode the file
 
+    # Each log line says its role once (the prefix), each trial's hyperparameters are said once (by the chief
+    # that hands the trial out), and there is one leaderboard (the launcher's).
+    logged = [line.strip() for line in out.splitlines() if re.match(r"\s*(chief|tuner\d) \| ", line)]
+    for line in logged:
+        role, _, rest = line.partition(" | ")
+        assert not re.search(rf"\b{role}\b", rest), line
+    assert len([line for line in logged if "conv_1_filters=" in line]) == 4, "\n".join(logged)
+    assert out.count("run cli: completed") == 1 and "rank   trial" not in out
+    assert out.count("best model: ") == 1 and out.count("results: ") == 1
+    run = shared / "runs" / "cli"
+    for path in (run / "results.json", run / "leaderboard.csv", run / "best" / "hyperparameters.yaml", run / "status.json"):
+        assert path.stat().st_mode & 0o777 == 0o644, path  # under the usual umask 022
+
     from typer.testing import CliRunner
 
     from cluster.cli import app
@@ -41,6 +56,28 @@ def test_tunectl_local_runs_a_search_and_prints_the_leaderboard(shared: Path, tm
     assert "run cli: completed" in shown.output and shown.output.count("COMPLETED") == 4, shown.output
     missing = CliRunner().invoke(app, ["results", "--shared-dir", str(shared), "--run", "nope"])
     assert missing.exit_code == 2 and "run 'nope' not found" in missing.output
+
+
+NOISE = [  # verbatim from `tunectl local` runs: printed at every start, they tell a user nothing
+    "I1130 01:27:38.876304   19181 chttp2_transport.cc:1403] ipv4:127.0.0.1:37267: Got goaway [2] "
+    "err=UNAVAILABLE:GOAWAY received; Error code: 2; Debug Text: Cancelling all calls {http2_error:2}",
+    "NOTE: Using experimental fast data loading logic. To disable, pass",
+    '    "--load_fast=false" and report issues on GitHub. More details:',
+    "    https://github.com/tensorflow/tensorboard/issues/4784",
+]
+KEPT = [  # what a user needs: our lines, and gRPC's or TensorFlow's warnings and errors
+    "01:27:40 INFO trial 0 -> tuner0: conv_1_filters=12 conv_1_kernel_size=3",
+    "E1130 01:27:38.876304   19181 chttp2_transport.cc:1403] ipv4:127.0.0.1:37267: connection refused",
+    "W1130 01:27:38.876304   19181 ev_poll_posix.cc:99] a warning",
+    "TensorBoard 2.20.0 at http://127.0.0.1:6006/ (Press CTRL+C to quit)",
+]
+
+
+def test_the_log_filter_drops_startup_noise_and_keeps_the_rest() -> None:
+    from cluster.local import _NOISE
+
+    assert [line for line in NOISE if not _NOISE.match(line)] == []
+    assert [line for line in KEPT if _NOISE.match(line)] == []
 
 
 def test_data_synth_writes_four_suits(tmp_path: Path) -> None:
@@ -66,8 +103,6 @@ def test_tunectl_help_is_fast_and_imports_no_tensorflow() -> None:
 
 
 def test_ctrl_c_stops_every_child(shared: Path, tmp_path: Path) -> None:
-    import os
-    import re
     import signal
     import time
 

@@ -322,6 +322,24 @@ def test_cli_writes_a_valid_next_stage(run: RunPaths, tmp_path: Path) -> None:
         assert text in result.output, result.output
 
 
+def test_cli_writes_ints_for_an_int_warns_on_a_short_top_and_says_what_next(run: RunPaths, tmp_path: Path) -> None:
+    out = tmp_path / "stage2.yaml"
+    result = CliRunner().invoke(app, ["narrow", "--run", "wide", "--shared-dir", str(run.shared_dir), "--top", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "warning: --top 20, but run 'wide' has only 7 completed trials: narrowing around all 7 of them\n"
+    assert "top 7 of 7" in result.stdout
+    assert result.stdout.splitlines()[-1] == f"next: tunectl local --config {out} --shared-dir {run.shared_dir}"
+    written = yaml.safe_load(out.read_text())["space"]
+    ints = {name: o for name, o in written.items() if name in ("conv_1_filters", "pool_1_size", "units", "heads") and "min" in o}
+    assert ints and all(type(o["min"]) is int and type(o["max"]) is int for o in ints.values()), written  # `min: 8`, not 8.0
+    assert "  units:\n    min: 16\n    max: 64\n" in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert load_config(out).space == narrow_run(run.shared_dir, "wide", top_k=20, out=tmp_path / "again.yaml")[1].space
+
+    enough = CliRunner().invoke(app, ["narrow", "--run", "wide", "--shared-dir", str(run.shared_dir), "--top", "3", "--out", str(out)])
+    assert enough.exit_code == 0 and enough.stderr == ""
+
+
 def test_cli_quantile_env_and_names(run: RunPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUNER_SHARED_DIR", str(run.shared_dir))

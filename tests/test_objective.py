@@ -166,3 +166,16 @@ def test_equal_scores_go_to_the_first_trial_whatever_order_they_ended_in() -> No
     assert board.best == ("w7", 1.0)
     board.offer("0", float("nan"))
     assert board.best == ("w7", 1.0)
+
+
+def test_a_warm_started_search_is_done_at_its_true_count() -> None:
+    """Seeded trials are inside max_trials and done: 4 seeded + 4 trained of 8 is 8/8 (as `results` counts), not 4/8."""
+    from tuner_job.progress import SearchProgress, trials_done_of_max
+
+    progress = SearchProgress(Objective("val_loss", "min"), max_consecutive_failed_trials=3)
+    progress.seeded = 4
+    for trial_id in "0123":
+        progress.record_end(trial_id, True, 0.5)
+    assert trials_done_of_max(progress.status(max_trials=8)) == (8, 8)
+    assert trials_done_of_max({"trials_done": 3, "max_trials": 6}) == (3, 6)  # a status.json from before `seeded`
+    assert trials_done_of_max({}) == (None, None)

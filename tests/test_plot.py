@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.errors import LauncherError
+from cluster.errors import BadInputError
 from tuner_job.errors import ConfigError
-from tuner_job.layout import RunPaths
+from tuner_job.layout import WARM_PREFIX, WARM_START_LABEL, RunPaths
 from tuner_job.objective import Objective
 
 pytest.importorskip("matplotlib")
@@ -132,8 +132,64 @@ def test_two_stages_and_fewer_panels(tmp_path: Path) -> None:
 
 
 def test_nothing_to_plot(tmp_path: Path) -> None:
-    with pytest.raises(LauncherError, match="no trial.json"):
+    with pytest.raises(BadInputError, match="nothing to plot: run empty has no completed trial \\(no trials yet\\)"):
         plot_runs([RunPaths(tmp_path, "empty")], tmp_path / "x.png", Objective("val_loss", "min"))
     with pytest.raises(ConfigError, match="objective_direction"):
         plot_runs([RunPaths(tmp_path, "empty")], tmp_path / "x.png", Objective("val_loss", "down"))
     assert not (tmp_path / "x.png").exists()
+
+
+def _failed_run(shared: Path, run: str, count: int) -> RunPaths:
+    paths = RunPaths(shared, run)
+    for i in range(count):
+        trial = {"trial_id": str(i), "hyperparameters": {"space": toonvision_space(False), "values": {"conv_1_filters": 4}},
+                 "score": None, "status": "FAILED", "metrics": {"metrics": {}}, "best_step": 0, "message": "OOM"}  # fmt: skip
+        paths.trial_dir(str(i)).mkdir(parents=True)
+        paths.trial_dir(str(i)).joinpath("trial.json").write_text(json.dumps(trial))
+    paths.config.write_text("run: " + run + "\n")
+    return paths
+
+
+def test_a_run_without_a_completed_trial_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    _failed_run(tmp_path, "broken", 3)
+    result = CliRunner().invoke(app, ["results", "--shared-dir", str(tmp_path), "--run", "broken", "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "error: nothing to plot: run broken has no completed trial (3 trials, none completed)\n"
+    assert "plot written" not in result.stdout and not (tmp_path / "p.png").exists()
+
+
+def test_the_x_axis_names_trial_ids(tmp_path: Path) -> None:
+    run = write_stage(tmp_path, "ids", 7, narrow=False, seed=3, first_id=20)  # ids 20..26
+    _, meta = _png(plot_runs([run], tmp_path / "ids.png", Objective("val_loss", "min")))
+    ticks = meta["Ticks"].split(",")
+    assert ticks and set(ticks) <= {f"{i:02d}" for i in range(20, 27)}, ticks  # ids, never 0.5, 1.0, ...
+    assert "20" in ticks and "26" in ticks
+
+
+def _seed(paths: RunPaths, source: RunPaths, ids: list[str]) -> None:
+    """Copy trials of `source` into `paths` as its warm start does: id `w<id>`, message `warm-start:<run>`."""
+    for trial_id in ids:
+        trial = json.loads(source.trial_dir(trial_id).joinpath("trial.json").read_text())
+        trial.update(trial_id=f"{WARM_PREFIX}{trial_id}", message=f"{WARM_START_LABEL}{source.run}")
+        paths.trial_dir(trial["trial_id"]).mkdir(parents=True)
+        paths.trial_dir(trial["trial_id"]).joinpath("trial.json").write_text(json.dumps(trial))
+
+
+def test_warm_start_points_are_drawn_once(tmp_path: Path) -> None:
+    wide = write_stage(tmp_path, "wide", 10, narrow=False, seed=1)
+    narrow = write_stage(tmp_path, "wide-narrow", 4, narrow=True, seed=2, first_id=0)
+    seeded = [t for t in ("00", "01", "02", "03", "04") if json.loads(wide.trial_dir(t).joinpath("trial.json").read_text())["score"]]
+    _seed(narrow, wide, seeded)
+
+    _, both = _png(plot_runs([wide, narrow], tmp_path / "both.png", Objective("val_loss", "min")))
+    drawn = both["Trials"].split(",")
+    assert len(drawn) == len(set(drawn)) == 10 + 4  # each trial once: the seeded ones where they were trained
+    assert not any(name.startswith(f"wide-narrow/{WARM_PREFIX}") for name in drawn)
+
+    _, alone = _png(plot_runs([narrow], tmp_path / "alone.png", Objective("val_loss", "min")))
+    assert sorted(alone["Trials"].split(",")) == sorted([f"wide-narrow/{i:02d}" for i in range(4)] +
+                                                        [f"wide-narrow/{WARM_PREFIX}{t}" for t in seeded])  # fmt: skip

@@ -60,7 +60,7 @@ def test_random_search_with_two_workers_completes(search) -> None:
     assert "search completed" in chief_log and "rank" in chief_log
     for worker in ("tuner0", "tuner1"):
         log = s.log(worker)
-        assert "start on" in log and "epoch 1/1" in log and " end: COMPLETED" in log, log[-2000:]
+        assert f"{worker} INFO trial " in log and " start\n" in log and "epoch 1/1" in log and " end: COMPLETED" in log, log[-2000:]
     # The config this run used is saved with the run.
     assert "max_trials: 6" in (s.run_dir / "search.yaml").read_text()
 

@@ -47,10 +47,12 @@ def _check(config_file: str, shared: Path, fresh: bool) -> int:
     return 0
 
 
-def _configure_logging(tuner_id: str) -> None:
+def _configure_logging(tuner_id: str, under_launcher: bool) -> None:
+    """Lines say the role once: in the format, or in `tunectl local`'s prefix when it started us."""
+    role = "" if under_launcher else f"{tuner_id} "
     logging.basicConfig(
         level=logging.INFO,
-        format=f"%(asctime)s {tuner_id} %(levelname)s %(message)s",
+        format=f"%(asctime)s {role}%(levelname)s %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stdout,
         force=True,
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             return _check(args.config, shared, args.fresh)
         role = read_role()
-        _configure_logging(role.tuner_id)
+        _configure_logging(role.tuner_id, role.under_launcher)
         # Before TensorFlow is imported: its thread pools and OpenMP's read these.
         cores = configure_threads()
         if cores is not None:

@@ -141,6 +141,7 @@ def _account_warm(server: OracleServer, oracle: Any) -> int:
         return 0
     if oracle.max_trials is not None:
         oracle.max_trials += len(seeded)
+    server.progress.seeded = len(seeded)
     for trial in seeded:
         server.progress.scoreboard.offer(trial.trial_id, trial.score)
     return len(seeded)
@@ -288,7 +289,7 @@ def _run_held(
     from tuner_job.tensorboard_logs import write_experiment_config
 
     _prepare_run(config, paths, fresh, fence)
-    write_experiment_config(paths.logs, _kt.space_of(oracle.hyperparameters), objective)
+    write_experiment_config(paths, _kt.space_of(oracle.hyperparameters), objective)
     warm_run = RunPaths(paths.shared_dir, config.warm_start) if config.warm_start else None
     exporter = BestModelExporter(paths, build, config.objective, warm_run, fence)
     server = asyncio.run(_serve(config, paths, role, oracle, exporter, fence, warm, next_run))
@@ -298,12 +299,13 @@ def _run_held(
     with stopping.on_signal(lambda signum: log.info("%s: writing the results first", stopping.signal_name(signum))):
         fence.check()
         ranked = write_results(paths, objective, extra={"state": progress.state, "message": progress.message})
-    log.info("results: %s, %s", paths.results_json, paths.leaderboard_csv)
-    print(leaderboard_text(ranked, config.objective), flush=True)
-    if (paths.best / "model.keras").is_file():
-        best = read_json(paths.results_json) or {}
-        log.info("best model: %s (trial %s)", paths.best / "model.keras", (best.get("trials") or [{}])[0].get("trial_id"))
-    log.info("TensorBoard logs: %s", paths.logs)
+    if not role.under_launcher:  # under `tunectl local` the launcher prints these once, for every run
+        log.info("results: %s, %s", paths.results_json, paths.leaderboard_csv)
+        print(leaderboard_text(ranked, config.objective), flush=True)
+        if (paths.best / "model.keras").is_file():
+            best = read_json(paths.results_json) or {}
+            log.info("best model: %s (trial %s)", paths.best / "model.keras", (best.get("trials") or [{}])[0].get("trial_id"))
+        log.info("TensorBoard logs: %s", paths.logs)
     log.info("search %s in %.1fs: %s", progress.state, time.monotonic() - started, progress.message)
     if progress.state == "failed":
         raise ConfigError(progress.message) if progress.bad_input else SearchFailedError(progress.message)

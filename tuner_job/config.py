@@ -42,9 +42,10 @@ class _Strict(BaseModel):
 class RangeOverride(_Strict):
     """Narrow an `Int` or `Float` hyperparameter: `{min: 8, max: 12}` (step and sampling kept unless given)."""
 
-    min: float
-    max: float
-    step: float | None = None
+    # int | float: a number keeps its YAML type (an Int's `min: 3` is written back as 3, not 3.0).
+    min: int | float
+    max: int | float
+    step: int | float | None = None
     sampling: Literal["linear", "log", "reverse_log"] | None = None
 
     @model_validator(mode="after")

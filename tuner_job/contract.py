@@ -17,11 +17,13 @@ __all__ = [
     "ENV_ORACLE_PORT",
     "ENV_CONFIG",
     "ENV_SHARED_DIR",
+    "ENV_LAUNCHER",
     "CONFIG_MOUNT",
     "DEFAULT_CONFIG",
     "SHARED_MOUNT",
     "worker_id",
     "process_env",
+    "tensorboard_title",
 ]
 
 #: The chief's gRPC port (KerasTuner's oracle protocol and the gRPC health service).
@@ -40,6 +42,11 @@ ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 #: `TUNER_SHARED_DIR` for its `--shared-dir` everywhere.
 ENV_CONFIG = "TUNER_CONFIG"
 ENV_SHARED_DIR = "TUNER_SHARED_DIR"
+
+#: Set (to "1") by `tunectl local` for the processes it starts: its log prefix
+#: names each line's role, and it prints the leaderboard itself, so a process
+#: leaves the role out of its lines and the chief leaves its leaderboard out.
+ENV_LAUNCHER = "TUNECTL_LOCAL"
 
 #: Where a pod finds its config (a ConfigMap) and the shared volume.
 CONFIG_MOUNT = "/config"
@@ -69,3 +76,11 @@ def process_env(tuner_id: str, oracle_host: str, oracle_port: int, config: str, 
         ENV_CONFIG: config,
         ENV_SHARED_DIR: shared_dir,
     }
+
+
+def tensorboard_title(namespace: str, release: str) -> str:
+    """The window title the chart starts a release's TensorBoard with (`--window_title`; its `/data/environment` says it).
+
+    `tunectl tensorboard` tells the release's TensorBoard from another program on the port by it.
+    """
+    return f"keras-tuner-cluster {namespace}/{release}"

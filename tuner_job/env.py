@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tuner_job.contract import CHIEF_ID, ENV_ORACLE_IP, ENV_ORACLE_PORT, ENV_TUNER_ID, ORACLE_PORT
+from tuner_job.contract import CHIEF_ID, ENV_LAUNCHER, ENV_ORACLE_IP, ENV_ORACLE_PORT, ENV_TUNER_ID, ORACLE_PORT
 from tuner_job.errors import ConfigError
 
 __all__ = ["Role", "read_role", "DEFAULT_PORT"]
@@ -23,6 +23,8 @@ class Role:
     tuner_id: str
     oracle_host: str
     oracle_port: int
+    #: Started by `tunectl local` (`ENV_LAUNCHER`): its prefix names the role, and it prints the results.
+    under_launcher: bool = False
 
     @property
     def is_chief(self) -> bool:
@@ -43,7 +45,7 @@ def read_role(environ: Mapping[str, str] | None = None) -> Role:
         environ: the variables to read (default: `os.environ`).
 
     Returns:
-        The `Role`. Without an address, the chief binds 0.0.0.0 and a worker
+        The `Role` (`under_launcher` from `TUNECTL_LOCAL`). Without an address, the chief binds 0.0.0.0 and a worker
         dials 127.0.0.1; the port defaults to 8000.
 
     Raises:
@@ -73,4 +75,5 @@ def read_role(environ: Mapping[str, str] | None = None) -> Role:
     except ValueError:
         raise ConfigError(f"{ENV_ORACLE_PORT} must be a port number, but got {port_text!r}") from None
     # The chief binds this address: it must be 0.0.0.0 (or a local one) there.
-    return Role(tuner_id=tuner_id, oracle_host=host or ("0.0.0.0" if tuner_id == CHIEF_ID else "127.0.0.1"), oracle_port=port)
+    host = host or ("0.0.0.0" if tuner_id == CHIEF_ID else "127.0.0.1")
+    return Role(tuner_id=tuner_id, oracle_host=host, oracle_port=port, under_launcher=bool(env.get(ENV_LAUNCHER)))

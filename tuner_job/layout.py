@@ -5,11 +5,13 @@ Pure Python, no TensorFlow: the launcher (`tunectl results`) reads runs with it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ __all__ = [
     "RunPaths",
     "WARM_PREFIX",
     "WARM_START_LABEL",
+    "atomic_output",
     "atomic_write_text",
     "atomic_write_json",
     "publish_file",
@@ -123,6 +126,44 @@ class RunPaths:
         return self.root / "best"
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once, without changing it (Linux reports it in /proc; elsewhere set and restore).
+
+    Read once: the chief's state writer publishes hundreds of files a second, and no process of ours changes its umask.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # not thread-safe, hence only where /proc says nothing
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temp path beside `path` to write; on success it becomes `path` by one rename, else it is removed.
+
+    The file gets the mode a plain `open(path, "w")` would give (0666 less
+    the umask, so 0644 as a rule): `tempfile.mkstemp` creates it 0600, which
+    would hide results from the other users of a shared volume.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def fsync_path(path: Path) -> None:
     """fsync a file or a folder (a folder: so that a rename in it survives a crash of the machine)."""
     fd = os.open(path, os.O_RDONLY)
@@ -144,7 +185,10 @@ def publish_file(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as `open(path, "w")` would: mkstemp's 0600 hides it from the volume's other users
+    finally:
+        os.close(fd)
     tmp = Path(name)
     try:
         write(tmp)

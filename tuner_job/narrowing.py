@@ -161,10 +161,11 @@ def _as_override(hp: Hyperparameter, definition: Hyperparameter | None) -> Range
         return ChoiceOverride(values=list(hp.values))
     same_step = definition is not None and definition.is_range and definition.step == hp.step
     same_sampling = definition is not None and definition.is_range and definition.sampling == hp.sampling
+    whole = int if hp.kind == "int" else float  # an Int's bounds are written `min: 3`, not `min: 3.0`
     return RangeOverride(
-        min=hp.min,  # type: ignore[arg-type]
-        max=hp.max,  # type: ignore[arg-type]
-        step=None if same_step else hp.step,
+        min=whole(hp.min),  # type: ignore[arg-type]
+        max=whole(hp.max),  # type: ignore[arg-type]
+        step=None if same_step or hp.step is None else whole(hp.step),
         sampling=None if same_sampling else hp.sampling,  # type: ignore[arg-type]
     )
 

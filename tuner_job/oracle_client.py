@@ -97,7 +97,7 @@ class OracleClient:
 
     def _move_to(self, run: str) -> None:
         """A staged search went on to its next run: follow it."""
-        log.info("%s: the search moves on to run %s", self.tuner_id, run)
+        log.info("the search moves on to run %s", run)
         self.paths = RunPaths(self.paths.shared_dir, run)
 
     def _ended_on_disk(self) -> bool:
@@ -133,7 +133,7 @@ class OracleClient:
                 if details.startswith(PREPARING):
                     # The chief is there, waiting for or decoding the dataset: not absent.
                     if time.monotonic() - preparing_logged >= 30:
-                        log.info("%s: the chief at %s is preparing (%s)", self.tuner_id, self.address, details.removeprefix(PREPARING).strip())
+                        log.info("the chief at %s is preparing (%s)", self.address, details.removeprefix(PREPARING).strip())
                         preparing_logged = time.monotonic()
                     started = time.monotonic()
                     time.sleep(1.0)
@@ -144,7 +144,7 @@ class OracleClient:
                         f"no answer from the chief at {self.address} for {waited:.0f}s (chief_wait_seconds={self.chief_wait_seconds:g})"
                     ) from None
                 if waited - last_log >= 30 or last_log == 0.0:
-                    log.info("%s: waiting for the chief at %s (%.0fs so far)", self.tuner_id, self.address, waited)
+                    log.info("waiting for the chief at %s (%.0fs so far)", self.address, waited)
                     last_log = max(waited, 1e-3)
                 time.sleep(min(1.0, max(0.05, self.chief_wait_seconds - waited)))
 
@@ -163,7 +163,7 @@ class OracleClient:
         self._call(self._stub.GetSpace, _kt.pb.GetSpaceRequest(), timeout=min(self.chief_wait_seconds, 2.0))
         waited = time.monotonic() - started
         if waited > 1:
-            log.info("%s: chief at %s answered after %.0fs", self.tuner_id, self.address, waited)
+            log.info("chief at %s answered after %.0fs", self.address, waited)
 
     # ----- the oracle's methods -----------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 from tuner_job.objective import Objective, finite
 from tuner_job.trials import trial_order
 
-__all__ = ["Scoreboard", "SearchProgress"]
+__all__ = ["Scoreboard", "SearchProgress", "trials_done_of_max"]
 
 
 @dataclass
@@ -78,6 +78,7 @@ class SearchProgress:
     restored_failure: str | None = None  # a failed verdict a restart found, to repeat at start
     bad_input: bool = False  # the verdict is "failed" because a trial showed the config to be wrong (exit 2)
     last_failed: str | None = None  # the last trial that failed here (the verdict names it)
+    seeded: int = 0  # trials a warm start gave the oracle: inside `max_trials`, never trained here
     scoreboard: Scoreboard = field(init=False)
 
     def __post_init__(self) -> None:
@@ -151,6 +152,7 @@ class SearchProgress:
             "direction": self.objective.direction,
             **oracle_view,
             "trials_done": board.done,
+            "seeded": self.seeded,
             "completed": board.completed,
             "failed": board.failed,
             "best": None if board.best is None else {"trial_id": board.best[0], "score": board.best[1]},
@@ -159,3 +161,17 @@ class SearchProgress:
             "bad_input": self.bad_input,
             "updated": time.time(),
         }
+
+
+def trials_done_of_max(status: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(trials done, of max_trials) as a run's `status.json` says, counted as `tunectl results` counts them.
+
+    Seeded trials are inside the budget (the chief raised `max_trials` by
+    their count) and are done, though not trained here: a finished search
+    with 4 seeded and 4 trained trials is 8/8, not 4/8. None where unknown.
+    """
+    done = status.get("trials_done")
+    if done is not None:
+        done = int(done) + int(status.get("seeded") or 0)
+    total = status.get("max_trials")
+    return done, None if total is None else int(total)

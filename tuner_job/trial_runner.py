@@ -37,7 +37,7 @@ from tuner_job.config import SearchConfig
 from tuner_job.errors import SearchFailedError, error_summary
 from tuner_job.layout import RunPaths, atomic_write_text
 from tuner_job.objective import ObjectiveNotLoggedError, resolve_objective
-from tuner_job.tensorboard_logs import write_trial_hparams
+from tuner_job.tensorboard_logs import write_trial_hparams, write_trial_score
 from tuner_job.trial_backup import BackupUnreadable, TrialBackup
 from tuner_job.trial_fit import BatchedData, FitRecord, fit_trial, history_from_result, trial_batch_size
 
@@ -249,9 +249,9 @@ class TrialRunner:
         trial_id = trial.trial_id
         started = time.monotonic()
         values = trial.hyperparameters.values
-        log.info("trial %s start on %s: %s", trial_id, self.tuner_id, format_values(values))
+        log.info("trial %s start", trial_id)  # its hyperparameters: in the chief's line that handed it out
         self._event(trial=trial_id, event="start")
-        write_trial_hparams(self.paths.trial_logs(trial_id), trial_id, public_values(values))
+        write_trial_hparams(self.paths.trial_logs(trial_id), self.paths.run, trial_id, public_values(values))
         heartbeat = _Heartbeat(self.client, trial_id, period=max(0.5, min(10.0, self.config.lease_seconds / 4)))
         heartbeat.start()
         try:
@@ -286,6 +286,9 @@ class TrialRunner:
         trial_id = trial.trial_id
         if outcome.status == "COMPLETED":
             trial.metrics = self.client.update_trial(trial_id, outcome.metrics, step=outcome.best_step).metrics
+            score = outcome.metrics.get(self.objective.name)
+            if score is not None:  # what TensorBoard's HParams table shows: the value the oracle ranks by
+                write_trial_score(self.paths.trial_logs(trial_id), score, outcome.metrics, outcome.best_step)
         trial.status = outcome.status
         trial.message = outcome.message
         self.client.end_trial(trial, bad_input=outcome.bad_input)

@@ -53,7 +53,7 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
     configure_threads()  # TensorFlow is imported now: size its pools to the CPU limit
     gpus = require_gpus()  # before waiting for anyone: a worker that cannot see its GPUs stops at once
     if gpus:
-        log.info("%s trains on %d GPU(s)", role.tuner_id, gpus)
+        log.info("training on %d GPU(s)", gpus)
     trained = 0
     client = OracleClient(
         role.address, role.tuner_id, paths, config.chief_wait_seconds, rpc_timeout=max(10.0, config.lease_seconds),
@@ -65,7 +65,7 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
         hypermodel = load_hypermodel(config.hypermodel, data.input_shape, data.num_classes)
         batched = BatchedData(lambda batch_size: make_datasets(data, batch_size, config.seed))
         runner = TrialRunner(config, paths, role.tuner_id, hypermodel, batched, client)
-        log.info("%s ready after %.1fs: %d classes, input %s", role.tuner_id, time.monotonic() - started, data.num_classes, data.input_shape)
+        log.info("ready after %.1fs: %d classes, input %s", time.monotonic() - started, data.num_classes, data.input_shape)
         while True:
             trial = client.create_trial()
             if trial.status == _kt.TrialStatus.STOPPED:
@@ -82,8 +82,9 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
                 raise ConfigError(outcome.bad_input)
             runner.finish(trial, outcome)
             trained += 1
-    except SearchEnded as ended:
-        log.info("%s: the search is complete (%s); this worker trained %s trials", role.tuner_id, ended or "done", trained)
+    except SearchEnded:
+        # The chief's log says how the search ended; this says what this worker did.
+        log.info("the search is complete; this worker trained %d trial%s", trained, "" if trained == 1 else "s")
         return 0
     finally:
         client.close()

@@ -29,6 +29,7 @@ __all__ = [
     "kind_config_template",
     "load_image",
     "missing_images",
+    "published_address",
     "render_kind_config",
     "shared_folder",
 ]
@@ -154,6 +155,23 @@ def default_image_cluster() -> str | None:
         return None
     current = run_tool("kubectl", "config", "current-context", check=False).stdout.strip()
     return cluster_of_context(current) if current else None
+
+
+def published_address(cluster: str, node_port: int) -> str | None:
+    """Where this host reaches NodePort `node_port` of kind cluster `cluster`, e.g. `127.0.0.1:6006`.
+
+    Read from the control-plane container's port mappings (`docker port`;
+    `tunectl up` maps TensorBoard's NodePort there); None where it maps none.
+    """
+    result = run_tool("docker", "port", f"{cluster}-control-plane", f"{node_port}/tcp", check=False)
+    if not result.ok:
+        return None
+    for line in result.stdout.split():
+        host, _, port = line.rpartition(":")
+        if port.isdigit() and host:
+            host = host.strip("[]")
+            return f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    return None
 
 
 def _nodes(cluster: str) -> list[str]:

@@ -7,8 +7,6 @@ not; then stays a thin skin over `deploy`, `release`, `k8s` and `dataset`.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Annotated
 
@@ -19,9 +17,10 @@ from cluster.kube import dataset, kind, release
 from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, Context, LocalShared, Namespace, Release
 from cluster.kube.preflight import preflight
 from cluster.kube.tools import run_tool
-from tuner_job.contract import TENSORBOARD_PORT
+from cluster.tensorboard_probe import Answer, probe
+from tuner_job.contract import TENSORBOARD_PORT, tensorboard_title
 
-__all__ = ["deploy", "logs", "push", "scale", "status", "tensorboard", "tensorboard_answers", "undeploy"]
+__all__ = ["deploy", "logs", "push", "scale", "status", "tensorboard", "undeploy"]
 
 
 def deploy(
@@ -142,13 +141,11 @@ def logs(
         pf.cluster.write_logs(pod.metadata.name, follow=follow, tail=tail)
 
 
-def tensorboard_answers(url: str) -> bool:
-    """Whether something serves `url`: kind maps TensorBoard's NodePort to 127.0.0.1:TENSORBOARD_PORT."""
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+def _runs_note(answer: Answer) -> str:
+    trials = answer.trials_by_run()
+    if not trials:
+        return "no trial logs yet"
+    return "logs of " + ", ".join(f"run {run}: {count} trials" for run, count in trials.items())
 
 
 def tensorboard(
@@ -157,18 +154,34 @@ def tensorboard(
     port: Annotated[int, typer.Option("--port", metavar="PORT", help="Local port for the port-forward.")] = TENSORBOARD_PORT,
     context: Context = None,
 ) -> None:
-    """Print the TensorBoard URL; port-forward its Service when the kind mapping does not answer."""
+    """Print the release's TensorBoard URL (checked: it is that release's TensorBoard); port-forward where kind maps none."""
     with user_errors():
         pf = preflight(release_name, namespace, context, need_release=True)
-        if kind.cluster_of_context(pf.context) and tensorboard_answers(f"http://127.0.0.1:{TENSORBOARD_PORT}"):
-            typer.echo(f"TensorBoard: http://127.0.0.1:{TENSORBOARD_PORT}")
-            return
         services = pf.cluster.services(release_name, "tensorboard")
         if not services:
             raise LauncherError(
                 f"no TensorBoard Service for release {release_name!r} in namespace {namespace!r} (tensorboard.enabled=false?)"
             )
-        name = services[0].metadata.name
+        service = services[0]
+        title = tensorboard_title(namespace, release_name)
+        on_kind = kind.cluster_of_context(pf.context)
+        node_port = next((p.node_port for p in (service.spec.ports or []) if p.node_port), None) if service.spec else None
+        address = kind.published_address(on_kind, node_port) if on_kind and node_port else None
+        if address is not None:
+            answer = probe(f"http://{address}")
+            if answer.is_release(title):
+                typer.echo(f"TensorBoard: {answer.url}  ({_runs_note(answer)})")
+                return
+            if answer.answers:
+                raise LauncherError(
+                    f"{answer.url} (kind's mapping of TensorBoard's NodePort {node_port}) answers, but it is {answer.what()}, "
+                    f"not release {release_name!r}'s TensorBoard; stop that program, or port-forward: `tunectl tensorboard --port 16006`"
+                )
+            typer.echo(f"{answer.url} does not answer yet (is the TensorBoard pod ready?); port-forwarding instead", err=True)
+        taken = probe(f"http://127.0.0.1:{port}", timeout=1.0)
+        if taken.answers:
+            raise BadInputError(f"local port {port} is taken by {taken.what()}; pick a free one with --port PORT")
+        name = service.metadata.name
         typer.echo(f"TensorBoard: http://127.0.0.1:{port}  (port-forwarding svc/{name}; Ctrl-C stops it)")
         run_tool(
             "kubectl", "port-forward", "--namespace", namespace, *pf.kube_args(), f"svc/{name}", f"{port}:{TENSORBOARD_PORT}", stream=True

@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from tuner_job.layout import RunPaths
+from tuner_job.progress import trials_done_of_max
 from tuner_job.trials import read_status
 
 __all__ = [
@@ -199,7 +200,7 @@ def progress_rows(shared_dir: Path, run: str | None = None) -> list[tuple[str, .
         if not status:
             rows.append((name, "unknown (no status.json yet)", "-", "-"))
             continue
-        done, total = status.get("trials_done"), status.get("max_trials")
+        done, total = trials_done_of_max(status)
         best = status.get("best")
         if isinstance(best, dict) and status.get("objective"):
             best = {"objective": status["objective"], **best}  # the chief names the objective once, at the top

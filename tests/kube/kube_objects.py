@@ -90,11 +90,12 @@ def warning(kind: str, name: str, reason: str, message: str, namespace: str = "d
     }  # fmt: skip
 
 
-def service(component: str, release: str = "tuner", namespace: str = "default") -> dict[str, Any]:
+def service(component: str, release: str = "tuner", namespace: str = "default", node_port: int | None = None) -> dict[str, Any]:
+    port: dict[str, Any] = {"port": 6006} if node_port is None else {"port": 6006, "nodePort": node_port}
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": f"{release}-keras-tuner-cluster-{component}", "namespace": namespace, "labels": _labels(release, component)},
-        "spec": {"ports": [{"port": 6006}]},
+        "spec": {"type": "ClusterIP" if node_port is None else "NodePort", "ports": [port]},
     }  # fmt: skip
 
 

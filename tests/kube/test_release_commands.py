@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from cluster.kube import release_commands
+from helpers import free_port
 
 from .fake_api import write_kubeconfig
 from .kube_objects import claim, helm_release, job, pod, service, warning
@@ -343,31 +343,19 @@ def test_undeploy_uninstalls_and_keeps_the_volume(fake_api, fake_tools):
     assert "shared volume" in result.output and "kept" in result.output
 
 
-def test_tensorboard_port_forwards_when_not_on_kind(fake_api, fake_tools, monkeypatch):
-    monkeypatch.setattr(release_commands, "tensorboard_answers", lambda url: True)  # another program on 6006
+def test_tensorboard_port_forwards_when_not_on_kind(fake_api, fake_tools):
     fake_api.add(helm_release("search"), service("tensorboard", release="search"))
     fake_tools.add("kubectl")
+    port = free_port()
 
-    result = runner.invoke(app, ["tensorboard", "--release", "search", "--port", "16006", "--context", "prod-gpus"])
+    result = runner.invoke(app, ["tensorboard", "--release", "search", "--port", str(port), "--context", "prod-gpus"])
 
     assert result.exit_code == 0, result.output
     assert fake_tools.calls() == [
         ["kubectl", "port-forward", "--namespace", "default", "--context", "prod-gpus",
-         "svc/search-keras-tuner-cluster-tensorboard", "16006:6006"],
+         "svc/search-keras-tuner-cluster-tensorboard", f"{port}:6006"],
     ]  # fmt: skip
-    assert "http://127.0.0.1:16006" in result.output
-
-
-def test_tensorboard_on_kind_only_prints_the_url(fake_api, fake_tools, monkeypatch):
-    monkeypatch.setattr(release_commands, "tensorboard_answers", lambda url: url == "http://127.0.0.1:6006")
-    fake_api.add(helm_release())
-    fake_tools.add("kind", (["get", "clusters"], "tuner\n", "", 0))
-
-    result = runner.invoke(app, ["tensorboard"])
-
-    assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1] == "TensorBoard: http://127.0.0.1:6006"
-    assert fake_tools.calls("kubectl") == []
+    assert f"http://127.0.0.1:{port}" in result.output
 
 
 def test_status_on_kind_reads_progress_from_the_folder_the_nodes_mount(fake_api, fake_tools, tmp_path):

@@ -199,7 +199,7 @@ def test_scale_takes_at_least_one_worker(fake_api, fake_tools):
     result = runner.invoke(app, ["scale", "--workers", "0"])
 
     assert result.exit_code == 2
-    assert "Invalid value for '--workers' / '-w'" in result.output and "greater than or equal" in result.output
+    assert result.stderr == "error: --workers: must be at least 1, but got 0 (see 'tunectl scale -h')\n"
     assert fake_tools.calls() == [] and fake_api.requests == []
 
 
