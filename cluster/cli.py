@@ -40,7 +40,7 @@ def main(
 
 # --- command registration: one line per module (cluster.kube after cluster.data: push joins its group) ---
 from cluster.data import data_app as _data_app; app.add_typer(_data_app, name="data")  # noqa: E402,E702,I001
-from cluster.local import local as _local; app.command("local")(_local)  # noqa: E402,E702,I001
+from cluster.local_cmd import local as _local; app.command("local")(_local)  # noqa: E402,E702,I001
 from cluster.results_cmd import results as _results; app.command("results")(_results)  # noqa: E402,E702,I001
 from cluster.kube import register as _register_kube; _register_kube(app)  # noqa: E402,E702,I001
 from cluster.narrow import narrow_command as _narrow; app.command("narrow")(_narrow)  # noqa: E402,E702,I001

@@ -68,7 +68,8 @@ def run_study(
 
     `keep_tensorboard`: leave TensorBoard up after the search until Ctrl-C (`cluster.local_tensorboard`).
     """
-    from cluster.local import LocalSearch, check_inputs, make_console
+    from cluster.local import LocalSearch, make_console
+    from cluster.local_cmd import check_inputs
     from cluster.local_tensorboard import report_then_serve
 
     assert config.stages is not None
@@ -85,7 +86,7 @@ def run_study(
 
 def _report(config: SearchConfig, search: Any, code: int, shared_dir: Path, tensorboard_port: int | None, plot: Path | None) -> int:
     """Each stage's leaderboard, the study's table and plot; the study's exit code."""
-    from cluster.local import summarize
+    from cluster.local_cmd import summarize
 
     console = search.console
     done = [paths for paths in search.runs if paths.tuner.is_dir()]
