@@ -255,7 +255,7 @@ class ChiefLease:
                 epoch = 1 if holder is None else holder.epoch + 1
                 if self._claim(epoch):
                     how = "free" if holder is None else f"released by the {holder.describe()}"
-                    return f"run {self.run}: this chief holds it (epoch {epoch}; it was {how})"
+                    return f"run {self.run}: this process holds it (epoch {epoch}; it was {how})"
                 continue
             now = time.monotonic()
             wait = max(self.lease_seconds, holder.lease_seconds)
