@@ -24,6 +24,43 @@ from tuner_job.contract import CHIEF_ID, process_env, worker_id
 REPO = Path(__file__).resolve().parent.parent
 SMALL_SIZE = (24, 16)
 
+# A hypermodel file: the built-in CNN behind a layer that sleeps FAULT_SLEEP seconds
+# per training batch (eagerly, so at every batch), or raises when FAULT_FAIL=1;
+# so that a test can kill a worker *during* an epoch, or make every trial fail.
+SLOW_HYPERMODEL = '''
+import os
+import time
+
+import keras
+
+from tuner_job.hypermodels import build_toonvision
+
+
+@keras.saving.register_keras_serializable(package="faults")
+class Sleep(keras.layers.Layer):
+    """Sleeps FAULT_SLEEP seconds per training batch; raises when FAULT_FAIL=1."""
+
+    def call(self, x, training=None):
+        if training:
+            if os.environ.get("FAULT_FAIL") == "1":
+                raise RuntimeError("FAULT_FAIL: this hypermodel cannot train")
+            time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
+        return x
+
+
+def build(hp, input_shape, num_classes):
+    base = build_toonvision(hp, input_shape=input_shape, num_classes=num_classes)
+    inputs = keras.Input(shape=input_shape)
+    model = keras.Model(inputs, base(Sleep()(inputs)))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        run_eagerly=True,
+    )
+    return model
+'''
+
 
 def free_port() -> int:
     with socket.socket() as sock:

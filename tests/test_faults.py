@@ -27,50 +27,16 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import attempt_events, trial_files
+from helpers import SLOW_HYPERMODEL, attempt_events, trial_files
 
 pytestmark = pytest.mark.slow
-
-HYPERMODEL = '''
-import os
-import time
-
-import keras
-
-from tuner_job.hypermodels import build_toonvision
-
-
-@keras.saving.register_keras_serializable(package="faults")
-class Sleep(keras.layers.Layer):
-    """Sleeps FAULT_SLEEP seconds per training batch; raises when FAULT_FAIL=1."""
-
-    def call(self, x, training=None):
-        if training:
-            if os.environ.get("FAULT_FAIL") == "1":
-                raise RuntimeError("FAULT_FAIL: this hypermodel cannot train")
-            time.sleep(float(os.environ.get("FAULT_SLEEP", "0")))
-        return x
-
-
-def build(hp, input_shape, num_classes):
-    base = build_toonvision(hp, input_shape=input_shape, num_classes=num_classes)
-    inputs = keras.Input(shape=input_shape)
-    model = keras.Model(inputs, base(Sleep()(inputs)))
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        run_eagerly=True,
-    )
-    return model
-'''
 
 
 @pytest.fixture
 def slow_model(tmp_path: Path) -> str:
     """`hypermodel:` value of the sleeping/failing wrapper around the built-in CNN."""
     path = tmp_path / "fault_model.py"
-    path.write_text(HYPERMODEL)
+    path.write_text(SLOW_HYPERMODEL)
     return f"{path}:build"
 
 
