@@ -41,7 +41,7 @@ import typer
 from cluster.errors import LauncherError, user_errors
 from cluster.kube import kind, release
 from cluster.kube.deploy import deploy, wait_for_chief
-from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, Context, Namespace, Release
+from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, ChartDir, Context, Namespace, Release, SetValues, ValuesFiles
 from cluster.kube.preflight import Preflight, preflight
 from cluster.kube.status import chief_job_state
 from cluster.kube.tools import run_tool
@@ -166,11 +166,11 @@ def verify_run(pf: Preflight, chart: Path, values: list[Path], sets: list[str], 
 
 
 def command(
-    values: Annotated[Optional[list[Path]], typer.Option("--values", "-f", metavar="FILE", help="Your search's values file (repeatable).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")] = None,
+    values: ValuesFiles = None,
+    set_: SetValues = None,
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
-    chart: Annotated[Optional[Path], typer.Option("--chart", metavar="DIR", help="Chart folder.")] = None,
+    chart: ChartDir = None,
     run: Annotated[Optional[str], typer.Option("--run", metavar="NAME", help="Name of the check's run (default: verify-<UTC time>).")] = None,
     timeout: Annotated[int, typer.Option("--timeout", metavar="SECONDS", help="Seconds for the whole check.")] = 1800,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the release installed after the check.")] = False,
