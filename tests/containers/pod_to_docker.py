@@ -158,7 +158,7 @@ class _Converter:
     def __init__(self, objects: Sequence[Mapping[str, Any]], workload: Mapping[str, Any], index: int | None,
                  claims: Mapping[str, Path], host_paths: Mapping[str, Path], workdir: Path, loopback: bool,
                  labels: Mapping[str, str]) -> None:  # fmt: skip
-        self.objects, self.workload, self.index, self.loopback = objects, workload, index, loopback
+        self.index, self.loopback = index, loopback
         self.spec = pod_spec(workload)
         check_fields(f"{workload['kind']} {workload['metadata']['name']}: pod spec", self.spec, _POD_FIELDS)
         indexed = workload["kind"] == "Job" and workload["spec"].get("completionMode") == "Indexed"
@@ -247,8 +247,6 @@ class _Converter:
     def _mounted_by_others(self, volume: str, container: Mapping[str, Any]) -> bool:
         every = self.spec.get("initContainers", []) + self.spec["containers"]
         return any(m["name"] == volume for c in every if c is not container for m in c.get("volumeMounts", []))
-
-    # --- security ------------------------------------------------------------
 
     # --- one container ---------------------------------------------------------
 
