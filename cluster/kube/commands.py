@@ -76,7 +76,7 @@ def images(
         ),
     ] = kind.TfFlavour.gpu,
     base_image: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--base-image",
             metavar="IMAGE",
@@ -85,7 +85,7 @@ def images(
         ),
     ] = None,
     network: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--network", metavar="NAME", envvar="TUNECTL_BUILD_NETWORK", help="`docker build --network`, e.g. host."),
     ] = None,
 ) -> None:

@@ -53,9 +53,9 @@ LocalShared = Annotated[
     ),
 ]
 ValuesFiles = Annotated[
-    Optional[list[Path]], typer.Option("--values", "-f", metavar="FILE", help="Helm values file (repeatable).")
+    list[Path] | None, typer.Option("--values", "-f", metavar="FILE", help="Helm values file (repeatable).")
 ]
 SetValues = Annotated[
-    Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")
+    list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")
 ]
-ChartDir = Annotated[Optional[Path], typer.Option("--chart", metavar="DIR", help="Chart folder.")]
+ChartDir = Annotated[Path | None, typer.Option("--chart", metavar="DIR", help="Chart folder.")]

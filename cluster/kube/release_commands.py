@@ -17,7 +17,15 @@ import typer
 from cluster.errors import LauncherError, user_errors
 from cluster.kube import dataset, kind, release
 from cluster.kube.options import (
-    DEFAULT_NAMESPACE, DEFAULT_RELEASE, ChartDir, Context, LocalShared, Namespace, Release, SetValues, ValuesFiles,
+    DEFAULT_NAMESPACE,
+    DEFAULT_RELEASE,
+    ChartDir,
+    Context,
+    LocalShared,
+    Namespace,
+    Release,
+    SetValues,
+    ValuesFiles,
 )  # fmt: skip
 from cluster.kube.preflight import preflight
 from cluster.kube.tools import run_tool

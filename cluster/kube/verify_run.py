@@ -34,7 +34,7 @@ import urllib.parse
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -171,11 +171,11 @@ def command(
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
     chart: ChartDir = None,
-    run: Annotated[Optional[str], typer.Option("--run", metavar="NAME", help="Name of the check's run (default: verify-<UTC time>).")] = None,
+    run: Annotated[str | None, typer.Option("--run", metavar="NAME", help="Name of the check's run (default: verify-<UTC time>).")] = None,
     timeout: Annotated[int, typer.Option("--timeout", metavar="SECONDS", help="Seconds for the whole check.")] = 1800,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the release installed after the check.")] = False,
     kind_preset: Annotated[
-        Optional[bool], typer.Option("--kind/--no-kind", help="Put the chart's ci/kind-values.yaml under your values (default: on a kind context).")
+        bool | None, typer.Option("--kind/--no-kind", help="Put the chart's ci/kind-values.yaml under your values (default: on a kind context).")
     ] = None,
     context: Context = None,
 ) -> None:

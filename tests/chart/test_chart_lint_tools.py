@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import tomllib
 
 import pytest
+import tomllib
 
 from chart_helpers import REPO, require_tool
 

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from container_setup import SETUP_TIMEOUT
 from docker_pods import Docker
 

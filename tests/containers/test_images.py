@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from chart_helpers import helm_template
 from container_setup import SETUP_TIMEOUT, chart_values
 from helpers import free_port
 from pod_to_docker import convert_pod
+from tuner_job.contract import CONFIG_MOUNT, DEFAULT_CONFIG, SHARED_MOUNT
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers, pytest.mark.timeout(SETUP_TIMEOUT + 300)]
 REPO = Path(__file__).resolve().parents[2]
@@ -30,12 +32,21 @@ def writable(path):
 status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
 print(json.dumps({
     "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
-    "root": writable("/probe"), "venv": writable("/opt/venv/probe"), "config": writable("/config/probe"),
-    "tmp": writable("/tmp/probe"), "shared": writable("/shared/probe"),
-    "search_yaml": open("/config/search.yaml").read(),
+    "root": writable("/probe"), "venv": writable("/opt/venv/probe"), "config": writable("CONFIG_MOUNT/probe"),
+    "tmp": writable("/tmp/probe"), "shared": writable("SHARED_MOUNT/probe"),
+    "search_yaml": open("DEFAULT_CONFIG").read(),
     "cap_eff": status["CapEff"].strip(), "no_new_privs": status["NoNewPrivs"].strip(),
 }))
 """
+
+
+def _probe() -> str:
+    # DEFAULT_CONFIG before CONFIG_MOUNT: the one contains the other's name.
+    paths = {"DEFAULT_CONFIG": DEFAULT_CONFIG, "CONFIG_MOUNT": CONFIG_MOUNT, "SHARED_MOUNT": SHARED_MOUNT}
+    text = PROBE
+    for name, path in paths.items():
+        text = text.replace(name, path)
+    return text
 
 
 def test_both_images_build_from_the_repository_dockerfiles(images, base_image, docker):
@@ -66,7 +77,7 @@ def test_tuner_image_runs_as_uid_1000_with_a_read_only_root(images, pods, tmp_pa
     (chief,) = pod.containers
 
     pods.prepare(pod)
-    pods.run(chief, command=["python", "-c", PROBE])  # the rendered container, the probe for its command
+    pods.run(chief, command=["python", "-c", _probe()])  # the rendered container, the probe for its command
     assert pods.wait(chief, 120) == 0, pods.logs(chief)
     seen = json.loads(pods.logs(chief).strip().splitlines()[-1])
 
@@ -74,7 +85,7 @@ def test_tuner_image_runs_as_uid_1000_with_a_read_only_root(images, pods, tmp_pa
     assert seen["root"] == seen["venv"] == seen["config"] == "EROFS", seen
     assert seen["tmp"] == seen["shared"] == "yes", seen
     assert (shared / "probe").stat().st_uid == 1000, "written as uid 1000 on the shared volume"
-    assert seen["search_yaml"] == (chief.mounts["/config"][0] / "search.yaml").read_text()
+    assert seen["search_yaml"] == (chief.mounts[CONFIG_MOUNT][0] / "search.yaml").read_text()
     assert int(seen["cap_eff"], 16) == 0 and seen["no_new_privs"] == "1", seen
 
 

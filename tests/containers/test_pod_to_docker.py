@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
+
 from chart_helpers import by_kind_and_component, helm_template, pod_spec, require_tool
 from container_setup import IMAGES, chart_values
 from docker_flags import resource_flags, security_flags
-from pod_to_docker import ConversionError, ContainerRun, convert_pod
+from pod_to_docker import ContainerRun, ConversionError, convert_pod
+from tuner_job.contract import CONFIG_MOUNT, ENV_ORACLE_IP, ENV_ORACLE_PORT, ENV_TUNER_ID, SHARED_MOUNT, worker_id
 
 SEARCH = {"run": "unit", "max_trials": 2, "epochs": 1}
 
@@ -44,8 +46,8 @@ def test_chief_and_workers_are_the_rendered_containers(rendered, tmp_path):
     assert chief.argv()[-5:] == ["--entrypoint", "python", IMAGES["tuner"], "-m", "tuner_job"]
     assert chief.command == spec["command"] and chief.args == spec.get("args", [])
     # Loopback only: the chief's bind to every interface is the one rewrite.
-    assert chief.rewrites == ["env KERASTUNER_ORACLE_IP=0.0.0.0 -> 127.0.0.1"]
-    assert chief.env["KERASTUNER_ORACLE_IP"] == "127.0.0.1" and chief.env["KERASTUNER_ORACLE_PORT"] == "18000"
+    assert chief.rewrites == [f"env {ENV_ORACLE_IP}=0.0.0.0 -> 127.0.0.1"]
+    assert chief.env[ENV_ORACLE_IP] == "127.0.0.1" and chief.env[ENV_ORACLE_PORT] == "18000"
 
     service = objects[("Service", "chief")]["metadata"]
     dns = f"{service['name']}.{service['namespace']}.svc"
@@ -53,8 +55,8 @@ def test_chief_and_workers_are_the_rendered_containers(rendered, tmp_path):
         (worker,) = pod.containers
         assert pod.name.startswith(f"{objects[('Job', 'worker')]['metadata']['name']}-{index}-")
         assert worker.env["JOB_COMPLETION_INDEX"] == str(index)
-        assert worker.env["KERASTUNER_TUNER_ID"] == f"tuner{index}"
-        assert worker.env["KERASTUNER_ORACLE_IP"] == dns and worker.rewrites == []
+        assert worker.env[ENV_TUNER_ID] == worker_id(index)
+        assert worker.env[ENV_ORACLE_IP] == dns and worker.rewrites == []
         assert f"{dns}:127.0.0.1" in [opt.removeprefix("--add-host=") for opt in worker.options if opt.startswith("--add-host=")]
         assert pod.labels["batch.kubernetes.io/job-completion-index"] == str(index)
         assert f"JOB_COMPLETION_INDEX={index}" in _options(worker, "--env")
@@ -67,8 +69,8 @@ def test_chief_and_workers_are_the_rendered_containers(rendered, tmp_path):
         assert _options(run, "--cpus") == ["1"] and _options(run, "--memory")[0].isdigit()
         assert "--gpus" not in run.options
         mounts = {target: (source, ro) for target, (source, ro) in run.mounts.items()}
-        assert mounts["/shared"] == (shared, False)
-        config, read_only = mounts["/config"]
+        assert mounts[SHARED_MOUNT] == (shared, False)
+        config, read_only = mounts[CONFIG_MOUNT]
         assert read_only and yaml.safe_load((config / "search.yaml").read_text())["run"] == "unit"
         assert mounts["/tmp"][0].parent.parent.name == run.pod, "/tmp is the pod's own emptyDir"
     assert chief_pod.fs_group == 1000 and shared in chief_pod.fs_group_dirs
@@ -90,9 +92,9 @@ def test_tensorboard_reads_the_volume_read_only_on_loopback(rendered, tmp_path):
     (board,) = convert_pod(rendered, ("Deployment", "tensorboard"), workdir=tmp_path, claims=_claims(rendered, tmp_path)).containers
 
     assert board.image == IMAGES["tensorboard"]
-    assert board.mounts["/shared"] == (tmp_path, True)
+    assert board.mounts[SHARED_MOUNT] == (tmp_path, True)
     assert board.rewrites == ["arg --bind_all -> --host 127.0.0.1"]
-    assert board.argv()[-6:] == ["--logdir", "/shared/runs", "--host", "127.0.0.1", "--port", "16006"]
+    assert board.argv()[-6:] == ["--logdir", f"{SHARED_MOUNT}/runs", "--host", "127.0.0.1", "--port", "16006"]
     assert board.readiness["httpGet"] == {"path": "/", "port": 16006}, "the named port is resolved"
 
 
@@ -145,8 +147,8 @@ def test_the_charts_init_container_comes_first_as_root_with_its_capabilities(tmp
     assert init.init and init.name == "fix-ownership" and not chief.init
     assert _options(init, "--user") == ["0:0"] and _options(init, "--cap-drop") == ["ALL"]
     assert _options(init, "--cap-add") == ["CHOWN", "FOWNER", "DAC_OVERRIDE"]
-    assert init.env["OWNER"] == "1000:1000" and init.env["SHARED"] == "/shared"
-    assert init.mounts["/shared"] == chief.mounts["/shared"] == (tmp_path / "shared", False)
+    assert init.env["OWNER"] == "1000:1000" and init.env["SHARED"] == SHARED_MOUNT
+    assert init.mounts[SHARED_MOUNT] == chief.mounts[SHARED_MOUNT] == (tmp_path / "shared", False)
     assert init.argv()[-4:-1] == ["sh", IMAGES["tuner"], "-c"]
 
 
@@ -155,7 +157,8 @@ def test_security_context_and_limits_map_to_docker_flags():
     assert unset.flags == ["--security-opt", "seccomp=unconfined"], "Kubernetes' default seccomp is Unconfined"
     assert unset.user is None and not unset.read_only_root
 
-    checked = security_flags({"runAsNonRoot": True, "supplementalGroups": [5, 6]}, {"capabilities": {"add": ["NET_BIND_SERVICE"]}, "seccompProfile": {"type": "RuntimeDefault"}}, "p/c")
+    pod = {"runAsNonRoot": True, "supplementalGroups": [5, 6]}
+    checked = security_flags(pod, {"capabilities": {"add": ["NET_BIND_SERVICE"]}, "seccompProfile": {"type": "RuntimeDefault"}}, "p/c")
     assert checked.check_image_non_root and checked.flags == ["--group-add", "5", "--group-add", "6", "--cap-add", "NET_BIND_SERVICE"]
 
     with pytest.raises(ConversionError, match="runAsUser 0"):

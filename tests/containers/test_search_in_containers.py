@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chart_helpers import helm_template
 from container_setup import SETUP_TIMEOUT, chart_values
 from docker_pods import Docker, PodRunner
 from helpers import SLOW_HYPERMODEL, attempt_events, free_port, trial_files
 from pod_to_docker import ContainerRun, PodRun, convert_pod
+from tuner_job.contract import ENV_TUNER_ID, SHARED_MOUNT, worker_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers, pytest.mark.timeout(SETUP_TIMEOUT + 900)]
 
@@ -133,7 +135,7 @@ def test_rendered_tensorboard_serves_the_run_and_lists_every_trial(finished):
 
 
 def test_a_worker_container_killed_and_started_again_resumes_its_trial(images, docker, tmp_path, pristine_dataset):
-    resume = {**SEARCH, "run": "resume", "max_trials": 1, "epochs": 4, "hypermodel": "/shared/models/slow.py:build"}
+    resume = {**SEARCH, "run": "resume", "max_trials": 1, "epochs": 4, "hypermodel": f"{SHARED_MOUNT}/models/slow.py:build"}
     runner = PodRunner(docker)
     # storage.fixOwnership: the chief's pod runs the chart's init container (as root, CAP_CHOWN) first.
     search = ContainerSearch(runner, tmp_path, pristine_dataset, workers=1, search=resume,
@@ -155,7 +157,7 @@ def test_a_worker_container_killed_and_started_again_resumes_its_trial(images, d
 
         # The Indexed Job's replacement: a new pod with the same index, so the same tuner id.
         again = search.start("tuner0-again", ("Job", "worker"), 0)
-        assert again.env["KERASTUNER_TUNER_ID"] == first.env["KERASTUNER_TUNER_ID"] == "tuner0"
+        assert again.env[ENV_TUNER_ID] == first.env[ENV_TUNER_ID] == worker_id(0)
         assert again.pod != first.pod
         codes = search.wait_all(["chief", "tuner0-again"], SEARCH_TIMEOUT)
         assert codes == {"chief": 0, "tuner0-again": 0}, search.all_logs()

@@ -109,7 +109,7 @@ def _cells(output: str, tool: str) -> str:
         if not line.startswith("│  "):  # the next tool's row, or the table's end
             break
         rows.append(line)
-    columns = zip(*(line.split("│")[1:-1] for line in rows))
+    columns = zip(*(line.split("│")[1:-1] for line in rows), strict=True)
     return "|".join("".join("".join(part.split()) for part in column) for column in columns)
 
 
