@@ -99,7 +99,9 @@ def base_image(docker: Docker) -> str:
     if os.environ.get("KTC_BASE_IMAGE"):
         return os.environ["KTC_BASE_IMAGE"]
     started = time.monotonic()
-    done = subprocess.run([str(BASE)], env=docker.env, capture_output=True, text=True, timeout=BASE_TIMEOUT, check=False)
+    # debootstrap's own limit inside ours, so that the script, not our kill, ends it (and cleans up).
+    env = {"KTC_BASE_TIMEOUT": str(BASE_TIMEOUT - 60), **docker.env}
+    done = subprocess.run([str(BASE)], env=env, capture_output=True, text=True, timeout=BASE_TIMEOUT, check=False)
     assert done.returncode == 0, f"scripts/base-image.sh failed:\n{done.stderr[-3000:]}"
     print(f"\nbase image {_last_line(done.stdout)} ready in {time.monotonic() - started:.0f} s")
     return _last_line(done.stdout)

@@ -9,11 +9,13 @@ __all__ = ["BUILD_TIMEOUT", "IMAGES", "SETUP_TIMEOUT", "TAG", "chart_values"]
 # Not the chart's appVersion: a user's own images of that tag are left alone.
 TAG = "containers-test"
 IMAGES = {"tuner": f"keras-tuner-cluster/tuner:{TAG}", "tensorboard": f"keras-tuner-cluster/tensorboard:{TAG}"}
-# Generous: a cold run installs docker.io, debootstraps the base and builds
-# both images (pip downloads TensorFlow) on two loaded cores.
-ENGINE_TIMEOUT = 900
-BASE_TIMEOUT = 1200
-BUILD_TIMEOUT = 2400
+# A cold run on two loaded cores took: docker.io about 20 s, the base about
+# 80 s, both images about 6.5 minutes (pip downloads TensorFlow). The limits
+# leave 4 to 15 times that, yet keep a hung setup (40 minutes at worst) plus
+# a test's own limit plus the rest of `make test` inside CI's 90 minutes.
+ENGINE_TIMEOUT = 300
+BASE_TIMEOUT = 600
+BUILD_TIMEOUT = 1500
 # A test's limit when the session's setup (engine, base, images) falls in it.
 SETUP_TIMEOUT = ENGINE_TIMEOUT + BASE_TIMEOUT + BUILD_TIMEOUT
 
