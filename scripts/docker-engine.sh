@@ -168,6 +168,12 @@ stop() {
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$PIDFILE" "$SOCKET"
+  # dockerd leaves the host network's namespace mounted under its exec root
+  # (after a --network host container); nothing else uses it once dockerd is gone.
+  local netns
+  for netns in "$ENGINE_RUN"/exec/netns/*; do
+    if mountpoint -q "$netns"; then umount "$netns" 2>/dev/null || true; fi
+  done
   say "stopped dockerd (pid $pid)"
 }
 

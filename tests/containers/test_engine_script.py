@@ -61,7 +61,8 @@ def test_engine_starts_once_and_stops_by_pid_with_its_containers(docker, base_im
         subprocess.run(["docker", "load"], env=throwaway.env, stdin=saved.stdout, capture_output=True, timeout=300, check=True)
         assert saved.wait(60) == 0
         # --stop-timeout 1: sleep, as pid 1, ignores the SIGTERM of the engine's shutdown.
-        throwaway("run", "--detach", "--name", "sleeper", "--network", "none", "--stop-timeout", "1", base_image, "sleep", "600", timeout=120)
+        # The host network, as the tests' pods use: dockerd mounts its namespace under the exec root.
+        throwaway("run", "--detach", "--name", "sleeper", "--network", "host", "--stop-timeout", "1", base_image, "sleep", "600", timeout=120)
         sleeper = throwaway.inspect("sleeper")["State"]["Pid"]
         assert _alive(sleeper)
 
@@ -69,6 +70,7 @@ def test_engine_starts_once_and_stops_by_pid_with_its_containers(docker, base_im
         assert stopped.returncode == 0 and f"stopped dockerd (pid {pid})" in stopped.stderr, stopped.stderr
         assert not _alive(pid) and not _alive(sleeper), "the engine and its container are gone"
         assert not (run_dir / "docker.sock").exists() and not (run_dir / "dockerd.pid").exists()
+        assert str(run_dir) not in Path("/proc/mounts").read_text(), "nothing of the engine stays mounted"
         assert _engine(env, "status").returncode == 1
         assert _engine(env, "purge").returncode == 0 and not (tmp_path / "engine").exists()
     finally:
