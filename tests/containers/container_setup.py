@@ -9,8 +9,8 @@ __all__ = ["BUILD_TIMEOUT", "IMAGES", "SETUP_TIMEOUT", "TAG", "chart_values"]
 # Not the chart's appVersion: a user's own images of that tag are left alone.
 TAG = "containers-test"
 IMAGES = {"tuner": f"keras-tuner-cluster/tuner:{TAG}", "tensorboard": f"keras-tuner-cluster/tensorboard:{TAG}"}
-# A cold run on two loaded cores took: docker.io about 20 s, the base about
-# 80 s, both images about 6.5 minutes (pip downloads TensorFlow). The limits
+# A cold run on two loaded cores took: docker.io about 20 s, the base 80 to
+# 100 s, both images about 6.5 minutes (pip downloads TensorFlow). The limits
 # leave 4 to 15 times that, yet keep a hung setup (40 minutes at worst) plus
 # a test's own limit plus the rest of `make test` inside CI's 90 minutes.
 ENGINE_TIMEOUT = 300
