@@ -67,8 +67,13 @@ results: install ## Print the leaderboard of the demo run.
 ##@ Development
 
 .PHONY: test
-test: install tools ## Run the whole test suite (unit, integration, chart).
-	$(BIN)/pytest -q
+test: install tools ## Run the whole test suite: unit, integration, chart, then test-containers.
+	$(BIN)/pytest -q -m "not containers"
+	$(MAKE) --no-print-directory test-containers
+
+.PHONY: test-containers
+test-containers: install tools ## Build both images, run the chart's pods as containers (a private Docker engine; skipped, loudly, where none can start).
+	scripts/with-docker-engine.sh $(BIN)/pytest -q -m containers tests/containers
 
 .PHONY: lint
 lint: install tools ## Static checks: ruff, chart lint and schema drift, yamllint, shellcheck, hadolint.
@@ -102,8 +107,9 @@ images: install ## Build the tuner and TensorBoard images and load them into kin
 	$(BIN)/tunectl images
 
 .PHONY: verify-cluster
-verify-cluster: install ## Check the current cluster for the search before a deploy: storage class, data, GPUs, images (VALUES=file).
+verify-cluster: install ## On your cluster: the pre-deploy checks (tunectl verify), then a short search deployed, checked and removed (tunectl verify-run) (VALUES=file).
 	$(BIN)/tunectl verify $(if $(VALUES),--values $(VALUES),)
+	$(BIN)/tunectl verify-run $(if $(VALUES),--values $(VALUES),)
 
 .PHONY: deploy-search
 deploy-search: images ## Build images (loaded into kind), then helm install the search and wait for the chief.

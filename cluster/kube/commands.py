@@ -1,9 +1,10 @@
 """The Kubernetes commands of `tunectl`: up, images, deploy, scale, status, logs,
-tensorboard, undeploy, verify, down, doctor, and `data push`.
+tensorboard, undeploy, verify, verify-run, down, doctor, and `data push`.
 
 The kind and tool verbs live here; the verbs that act on a release in a
-cluster are in `release_commands` (each starts with the pre-flight), and
-`verify` in `verify`. `register(app)` attaches them all to the root app.
+cluster are in `release_commands` (each starts with the pre-flight), `verify`
+in `verify`, `verify-run` in `verify_run`. `register(app)` attaches them all
+to the root app.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated
 import typer
 
 from cluster.errors import user_errors
-from cluster.kube import kind, release_commands
+from cluster.kube import kind, release_commands, verify_run
 from cluster.kube.options import ClusterName, SharedDir
 from cluster.kube.verify import verify
 
@@ -66,12 +67,35 @@ def images(
     context: Annotated[
         Path | None, typer.Option("--context-dir", metavar="DIR", help="Build context (default: the repository root).")
     ] = None,
+    tf_flavour: Annotated[
+        kind.TfFlavour,
+        typer.Option(
+            "--tf-flavour",
+            envvar="TUNECTL_TF_FLAVOUR",
+            help="TensorFlow in the tuner image: gpu (CUDA wheels; also runs on CPU nodes) or cpu (smaller).",
+        ),
+    ] = kind.TfFlavour.gpu,
+    base_image: Annotated[
+        str | None,
+        typer.Option(
+            "--base-image",
+            metavar="IMAGE",
+            envvar="TUNECTL_BASE_IMAGE",
+            help="Base of both images (PYTHON_IMAGE build argument; default: the Dockerfiles' python:3.11 slim).",
+        ),
+    ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option("--network", metavar="NAME", envvar="TUNECTL_BUILD_NETWORK", help="`docker build --network`, e.g. host."),
+    ] = None,
 ) -> None:
     """Build the tuner and TensorBoard images and load them into the kind cluster."""
     with user_errors():
         root = context or (_REPO_ROOT if (_REPO_ROOT / "images").is_dir() else Path.cwd())
         target = None if no_load else (cluster or kind.default_image_cluster())
-        built = kind.build_and_load_images(tag, target, root)
+        built = kind.build_and_load_images(
+            tag, target, root, tf_flavour=tf_flavour.value, base_image=base_image, network=network
+        )
         typer.echo("images: " + ", ".join(built) + (f" (loaded into kind cluster {target!r})" if target else ""))
         if target is None and not no_load:
             typer.echo(
@@ -124,3 +148,4 @@ def register(app: typer.Typer) -> None:
     for command in (up, images, rc.deploy, rc.scale, rc.status, rc.logs, rc.tensorboard, rc.undeploy, verify, down, doctor):
         app.command(rich_help_panel="Kubernetes")(command)
     _data_group(app).command("push")(rc.push)
+    verify_run.register(app)

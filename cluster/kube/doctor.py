@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from cluster.errors import LauncherError
 from cluster.kube.tools import find_tool, run_tool
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["Check", "project_engine_host", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,8 @@ class Check:
 _FIXES = {
     "docker": "install Docker Engine: https://docs.docker.com/engine/install/",
     "docker engine": "start the Docker daemon (`sudo systemctl start docker`) and check you may use it "
-    "(`docker info`; add yourself to the docker group)",
+    "(`docker info`; add yourself to the docker group), or start a private one: "
+    "`sudo scripts/docker-engine.sh start` and export the DOCKER_HOST it prints",
     "kind": "install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
     "kubectl": "install kubectl: https://kubernetes.io/docs/tasks/tools/#kubectl",
     "helm": "run `make tools` (helm into .tools/bin), or install it: https://helm.sh/docs/intro/install/",
@@ -33,6 +36,28 @@ _FIXES = {
     "`sudo nvidia-ctk runtime configure --runtime=docker --set-as-default` "
     "(https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html)",
 }
+
+
+def project_engine_host() -> str:
+    """The DOCKER_HOST of the project's private engine: `scripts/docker-engine.sh host` (same KTC_ENGINE_RUN)."""
+    return f"unix://{Path(os.environ.get('KTC_ENGINE_RUN', '/run/keras-tuner-cluster')) / 'docker.sock'}"
+
+
+def _engine_address() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    if not host:
+        return "the default socket"
+    if host == project_engine_host():
+        return f"DOCKER_HOST={host} (the project's engine)"
+    return f"DOCKER_HOST={host}"
+
+
+def _engine_fix() -> str:
+    """The usual fix, or pointing DOCKER_HOST at the project's engine when that one runs."""
+    socket = project_engine_host().removeprefix("unix://")
+    if not os.environ.get("DOCKER_HOST") and Path(socket).exists():
+        return f"the project's engine runs: export DOCKER_HOST=unix://{socket}  (eval \"$(scripts/docker-engine.sh env)\")"
+    return _FIXES["docker engine"]
 
 
 def _first_line(text: str) -> str:
@@ -74,11 +99,11 @@ def _docker_engine() -> list[Check]:
         return [Check("docker engine", False, str(exc), _FIXES["docker engine"])]
     if not info.ok or not info.stdout.strip():
         reason = _first_line(info.stderr) or "no answer"
-        return [Check("docker engine", False, f"not answering: {reason}", _FIXES["docker engine"])]
+        return [Check("docker engine", False, f"not answering at {_engine_address()}: {reason}", _engine_fix())]
     version, runtimes, driver, driver_status = (info.stdout.strip().split("|", 3) + ["", "", ""])[:4]
     nvidia = "nvidia" in runtimes
     return [
-        Check("docker engine", True, f"server {version}", ""),
+        Check("docker engine", True, f"server {version} at {_engine_address()}", ""),
         image_store(driver, driver_status),
         Check(
             "nvidia runtime",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -20,6 +21,8 @@ __all__ = [
     "DEFAULT_TAG",
     "IMAGES",
     "SHARED_MOUNT",
+    "TF_FLAVOURS",
+    "TfFlavour",
     "build_and_load_images",
     "cluster_exists",
     "cluster_of_context",
@@ -41,6 +44,18 @@ IMAGES = {
     "keras-tuner-cluster/tuner": "images/tuner/Dockerfile",
     "keras-tuner-cluster/tensorboard": "images/tensorboard/Dockerfile",
 }
+# The images whose Dockerfile takes TF_FLAVOUR (every one takes PYTHON_IMAGE).
+TF_FLAVOURED = {"keras-tuner-cluster/tuner"}
+
+
+class TfFlavour(str, Enum):
+    """The tuner image's TensorFlow: the project's `gpu` or `cpu` extra."""
+
+    gpu = "gpu"
+    cpu = "cpu"
+
+
+TF_FLAVOURS = tuple(flavour.value for flavour in TfFlavour)
 _KIND_DIR = Path(__file__).resolve().parent.parent / "kind"
 
 
@@ -95,8 +110,26 @@ def delete_cluster(name: str) -> None:
     run_tool("kind", "delete", "cluster", "--name", name, stream=True)
 
 
-def build_and_load_images(tag: str, cluster: str | None, context: Path) -> list[str]:
-    """`docker build` both images from `context`, then `kind load` each into `cluster` (if given)."""
+def build_and_load_images(
+    tag: str,
+    cluster: str | None,
+    context: Path,
+    *,
+    tf_flavour: str = "gpu",
+    base_image: str | None = None,
+    network: str | None = None,
+) -> list[str]:
+    """`docker build` both images from `context`, then `kind load` each into `cluster` (if given).
+
+    `tf_flavour` (gpu | cpu) is the tuner image's TF_FLAVOUR build argument;
+    `base_image`, when given, both images' PYTHON_IMAGE (default: the
+    Dockerfiles' python:3.11 slim image); `network` is `docker build --network`
+    (`host` where the build's own network cannot resolve names). Raises
+    LauncherError for an unknown flavour, a missing Dockerfile or cluster, or a
+    failed build.
+    """
+    if tf_flavour not in TF_FLAVOURS:
+        raise LauncherError(f"tf_flavour must be one of {', '.join(TF_FLAVOURS)}, but got {tf_flavour!r}")
     if cluster is not None and not cluster_exists(cluster):
         raise BadInputError(f"no kind cluster named {cluster!r}; run `tunectl up` first")
     built = []
@@ -104,7 +137,10 @@ def build_and_load_images(tag: str, cluster: str | None, context: Path) -> list[
         image = f"{repository}:{tag}"
         if not (context / dockerfile).is_file():
             raise LauncherError(f"{dockerfile} not found under {context}; run from the repository root")
-        run_tool("docker", "build", "-t", image, "-f", str(context / dockerfile), str(context), stream=True)
+        options = ["--build-arg", f"TF_FLAVOUR={tf_flavour}"] if repository in TF_FLAVOURED else []
+        options += ["--build-arg", f"PYTHON_IMAGE={base_image}"] if base_image else []
+        options += ["--network", network] if network else []
+        run_tool("docker", "build", "-t", image, *options, "-f", str(context / dockerfile), str(context), stream=True)
         built.append(image)
     for image in built if cluster is not None else []:
         load_image(image, cluster)

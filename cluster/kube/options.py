@@ -10,7 +10,10 @@ import typer
 from cluster.kube import kind, release
 from tuner_job.contract import ENV_SHARED_DIR, SHARED_MOUNT
 
-__all__ = ["ClusterName", "Context", "LocalShared", "Namespace", "Release", "SharedDir", "DEFAULT_NAMESPACE", "DEFAULT_RELEASE"]
+__all__ = [
+    "ChartDir", "ClusterName", "Context", "LocalShared", "Namespace", "Release", "SetValues", "SharedDir", "ValuesFiles",
+    "DEFAULT_NAMESPACE", "DEFAULT_RELEASE",
+]  # fmt: skip
 
 DEFAULT_RELEASE = release.DEFAULT_RELEASE
 DEFAULT_NAMESPACE = release.DEFAULT_NAMESPACE
@@ -49,3 +52,10 @@ LocalShared = Annotated[
         help="The shared volume as a folder here (default: on kind, the folder the nodes mount; elsewhere the cluster's volume).",
     ),
 ]
+ValuesFiles = Annotated[
+    list[Path] | None, typer.Option("--values", "-f", metavar="FILE", help="Helm values file (repeatable).")
+]
+SetValues = Annotated[
+    list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")
+]
+ChartDir = Annotated[Path | None, typer.Option("--chart", metavar="DIR", help="Chart folder.")]

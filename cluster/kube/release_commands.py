@@ -14,7 +14,17 @@ import typer
 
 from cluster.errors import BadInputError, LauncherError, user_errors
 from cluster.kube import dataset, kind, release
-from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, Context, LocalShared, Namespace, Release
+from cluster.kube.options import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_RELEASE,
+    ChartDir,
+    Context,
+    LocalShared,
+    Namespace,
+    Release,
+    SetValues,
+    ValuesFiles,
+)  # fmt: skip
 from cluster.kube.preflight import preflight
 from cluster.kube.tools import run_tool
 from cluster.tensorboard_probe import Answer, probe
@@ -24,15 +34,11 @@ __all__ = ["deploy", "logs", "push", "scale", "status", "tensorboard", "undeploy
 
 
 def deploy(
-    values: Annotated[
-        list[Path] | None, typer.Option("--values", "-f", metavar="FILE", help="Helm values file (repeatable).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")
-    ] = None,
+    values: ValuesFiles = None,
+    set_: SetValues = None,
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
-    chart: Annotated[Path | None, typer.Option("--chart", metavar="DIR", help="Chart folder.")] = None,
+    chart: ChartDir = None,
     timeout: Annotated[
         int, typer.Option("--timeout", metavar="SECONDS", help="Seconds to wait for the chief pod to be Ready.")
     ] = 600,

@@ -28,7 +28,7 @@ import yaml
 
 from cluster.errors import user_errors
 from cluster.kube import kind, release
-from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, Context, Namespace, Release
+from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, ChartDir, Context, Namespace, Release, SetValues, ValuesFiles
 from cluster.kube.preflight import Preflight, preflight
 from cluster.kube.status import pending_claim_line
 from cluster.kube.tools import run_tool
@@ -199,11 +199,11 @@ def _rows(pf: Preflight, objects: list[dict[str, Any]], kind_cluster: str | None
 
 
 def verify(
-    values: Annotated[list[Path] | None, typer.Option("--values", "-f", metavar="FILE", help="Helm values file (repeatable).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Helm value override (repeatable).")] = None,
+    values: ValuesFiles = None,
+    set_: SetValues = None,
     release_name: Release = DEFAULT_RELEASE,
     namespace: Namespace = DEFAULT_NAMESPACE,
-    chart: Annotated[Path | None, typer.Option("--chart", metavar="DIR", help="Chart folder.")] = None,
+    chart: ChartDir = None,
     probe: Annotated[bool, typer.Option("--probe/--no-probe", help="Try the storage with a 1 MiB claim and a pod.")] = True,
     timeout: Annotated[int, typer.Option("--timeout", metavar="SECONDS", help="How long the storage probe may take.")] = 120,
     helper_image: Annotated[str, typer.Option("--helper-image", metavar="IMAGE", help="Image of the probe pod (needs sh).")] = "busybox:1.36",

@@ -12,6 +12,7 @@ tests that need it fail under CI=true and are skipped otherwise.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -44,7 +45,11 @@ __all__ = [
     "helm_template_error",
     "helm_template_text",
     "by_kind_and_component",
+    "pod_fields",
+    "pod_metadata",
     "pod_spec",
+    "quantity",
+    "resolve_env",
     "rendered_containers",
 ]
 
@@ -210,9 +215,37 @@ def _field_ref(path: str, pod: Mapping[str, Any]) -> str:
     raise KeyError(f"fieldRef {path!r} is not resolved by rendered_containers")
 
 
-def _resolve_env(
+_QUANTITY = re.compile(r"^([0-9.]+)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+_SCALE = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}  # fmt: skip
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity ("500m", "2", "1.5Gi") as a number; ValueError for anything else."""
+    match = _QUANTITY.match(str(value))
+    if not match:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    number, unit = float(match.group(1)), match.group(2)
+    return number / 1000 if unit == "m" else number * _SCALE[unit]
+
+
+def _resource_field(ref: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    """The downward API's resourceFieldRef: the container's request or limit over the divisor, rounded up."""
+    if ref.get("containerName", container["name"]) != container["name"]:
+        raise KeyError(f"resourceFieldRef of container {ref['containerName']!r} is not resolved by rendered_containers")
+    kind, _, resource = ref["resource"].partition(".")
+    value = container.get("resources", {}).get(kind, {}).get(resource)
+    if value is None:  # the kubelet would use the node's allocatable
+        raise KeyError(f"resourceFieldRef {ref['resource']!r}: the container sets none, and there is no node here")
+    return str(math.ceil(quantity(value) / quantity(ref.get("divisor", "1"))))
+
+
+def resolve_env(
     container: Mapping[str, Any], pod: Mapping[str, Any], config_maps: Mapping[str, Mapping[str, str]]
 ) -> dict[str, str]:
+    """A container's `env` as the kubelet sets it: values `$(VAR)`-expanded in
+    order, `valueFrom` read from `pod` (see `pod_fields`) and the ConfigMaps'
+    data (`{name: {key: value}}`). Raises KeyError for a source it cannot resolve."""
     env: dict[str, str] = {}
     for var in container.get("env", []):
         name = var["name"]
@@ -226,13 +259,16 @@ def _resolve_env(
             ref = source["configMapKeyRef"]
             env[name] = config_maps[ref["name"]][ref["key"]]
         elif "resourceFieldRef" in source:
-            env[name] = "1"
+            env[name] = _resource_field(source["resourceFieldRef"], container)
         else:
             raise KeyError(f"env {name!r}: valueFrom {sorted(source)} is not resolved by rendered_containers")
     return env
 
 
-def _pod_fields(obj: Mapping[str, Any], name: str, annotations: Mapping[str, str], labels: Mapping[str, str]) -> dict[str, Any]:
+def pod_fields(obj: Mapping[str, Any], name: str, annotations: Mapping[str, str], labels: Mapping[str, str]) -> dict[str, Any]:
+    """The downward-API fields of a pod named `name` made from workload `obj`,
+    with `annotations` and `labels` added by its controller (an Indexed Job's
+    completion index)."""
     meta = pod_metadata(obj)
     return {
         "metadata.name": name,
@@ -250,7 +286,7 @@ def _process(
 ) -> dict[str, Any]:
     spec = pod_spec(obj)
     (container,) = spec["containers"]
-    env = _resolve_env(container, pod, config_maps)
+    env = resolve_env(container, pod, config_maps)
     # What the Job controller adds itself (after the declared variables).
     for name, value in (extra_env or {}).items():
         env.setdefault(name, value)
@@ -290,12 +326,12 @@ def rendered_containers(
     config_maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
     chief_job = found[("Job", "chief")]
     worker_job = found[("Job", "worker")]
-    chief_pod = _pod_fields(chief_job, f"{chief_job['metadata']['name']}-abcde", {}, {})
+    chief_pod = pod_fields(chief_job, f"{chief_job['metadata']['name']}-abcde", {}, {})
     chief = _process(chief_job, chief_pod, config_maps)
     workers = []
     for index in range(int(worker_job["spec"]["completions"])):
         marks = {COMPLETION_INDEX: str(index)}
-        pod = _pod_fields(worker_job, f"{worker_job['metadata']['name']}-{index}-abcde", marks, marks)
+        pod = pod_fields(worker_job, f"{worker_job['metadata']['name']}-{index}-abcde", marks, marks)
         workers.append(_process(worker_job, pod, config_maps, {"JOB_COMPLETION_INDEX": str(index)}))
     (search_yaml,) = (data["search.yaml"] for data in config_maps.values() if "search.yaml" in data)
     return {"chief": chief, "workers": workers, "search_yaml": search_yaml}

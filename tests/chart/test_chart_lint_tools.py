@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+import tomllib
 
 from chart_helpers import REPO, require_tool
 
@@ -32,9 +33,11 @@ def test_shellcheck() -> None:
 def test_images_run_the_contracted_entrypoints() -> None:
     tuner = DOCKERFILES[0].read_text()
     assert 'ENTRYPOINT ["python", "-m", "tuner_job"]' in tuner
-    assert '".[gpu]"' in tuner
+    assert "ARG TF_FLAVOUR=gpu" in tuner, "users get the GPU flavour unless they ask for cpu"
     tensorboard = DOCKERFILES[1].read_text()
-    assert "tensorboard==2.21.0" in tensorboard
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (pin,) = {r for r in extras["cpu"] + extras["gpu"] if r.startswith("tensorboard==")}
+    assert f'"{pin}"' in tensorboard, "the TensorBoard image runs the version the trials log with"
     for text in (tuner, tensorboard):
         assert "USER 1000:1000" in text
         assert ":latest" not in text

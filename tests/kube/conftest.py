@@ -74,7 +74,10 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     empty.mkdir()
     monkeypatch.setenv("PATH", str(fakes.bin))
     monkeypatch.setenv("TUNECTL_TOOLS_DIR", str(empty))
-    for var in ("TUNECTL_CLUSTER", "TUNER_SHARED_DIR", "TUNECTL_RELEASE", "TUNECTL_NAMESPACE", "TUNECTL_TAG", "TUNECTL_CONTEXT"):
+    for var in (
+        "TUNECTL_CLUSTER", "TUNER_SHARED_DIR", "TUNECTL_RELEASE", "TUNECTL_NAMESPACE", "TUNECTL_TAG", "TUNECTL_CONTEXT",
+        "TUNECTL_TF_FLAVOUR", "TUNECTL_BASE_IMAGE", "TUNECTL_BUILD_NETWORK",
+    ):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     # No kubeconfig unless a test writes one: nothing here may reach a real cluster.
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))

@@ -105,7 +105,10 @@ def test_images_builds_both_then_loads_both(fake_tools, tmp_path):
     assert result.exit_code == 0, result.output
     assert fake_tools.calls() == [
         ["kind", "get", "clusters"],
-        ["docker", "build", "-t", "keras-tuner-cluster/tuner:t1", "-f", f"{tmp_path}/images/tuner/Dockerfile", str(tmp_path)],
+        [
+            "docker", "build", "-t", "keras-tuner-cluster/tuner:t1", "--build-arg", "TF_FLAVOUR=gpu",
+            "-f", f"{tmp_path}/images/tuner/Dockerfile", str(tmp_path),
+        ],
         [
             "docker", "build", "-t", "keras-tuner-cluster/tensorboard:t1",
             "-f", f"{tmp_path}/images/tensorboard/Dockerfile", str(tmp_path),
@@ -113,6 +116,40 @@ def test_images_builds_both_then_loads_both(fake_tools, tmp_path):
         ["kind", "load", "docker-image", "keras-tuner-cluster/tuner:t1", "--name", "tuner"],
         ["kind", "load", "docker-image", "keras-tuner-cluster/tensorboard:t1", "--name", "tuner"],
     ]  # fmt: skip
+
+
+def test_images_passes_the_base_the_flavour_and_the_network(fake_tools, tmp_path, monkeypatch):
+    fake_tools.add("docker")
+    for dockerfile in kind.IMAGES.values():
+        (tmp_path / dockerfile).parent.mkdir(parents=True)
+        (tmp_path / dockerfile).write_text("FROM scratch\n")
+    monkeypatch.setenv("TUNECTL_BASE_IMAGE", "local/python-base:1")
+
+    result = invoke("images", "--no-load", "--tag", "t2", "--tf-flavour", "cpu", "--network", "host", "--context-dir", str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    assert fake_tools.calls() == [
+        [
+            "docker", "build", "-t", "keras-tuner-cluster/tuner:t2", "--build-arg", "TF_FLAVOUR=cpu",
+            "--build-arg", "PYTHON_IMAGE=local/python-base:1", "--network", "host",
+            "-f", f"{tmp_path}/images/tuner/Dockerfile", str(tmp_path),
+        ],
+        [
+            "docker", "build", "-t", "keras-tuner-cluster/tensorboard:t2",
+            "--build-arg", "PYTHON_IMAGE=local/python-base:1", "--network", "host",
+            "-f", f"{tmp_path}/images/tensorboard/Dockerfile", str(tmp_path),
+        ],
+    ]  # fmt: skip
+    assert "images: keras-tuner-cluster/tuner:t2, keras-tuner-cluster/tensorboard:t2" in result.output
+
+
+def test_images_refuses_an_unknown_flavour_before_building(fake_tools, tmp_path):
+    fake_tools.add("docker")
+
+    result = invoke("images", "--no-load", "--tf-flavour", "rocm", "--context-dir", str(tmp_path))
+
+    assert result.exit_code == 2, result.output
+    assert "rocm" in result.output and fake_tools.calls() == []
 
 
 def test_images_needs_the_cluster_before_building(fake_tools, tmp_path):

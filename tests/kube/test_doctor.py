@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import app
+from cluster.kube.doctor import project_engine_host
+
+REPO = Path(__file__).resolve().parents[2]
 
 runner = CliRunner()
 
@@ -90,3 +98,54 @@ def test_doctor_says_which_image_store_docker_uses(fake_tools):
     line = _line(result.output, "image store")
     assert "classic (overlay2)" in line and "kind load docker-image works" in line, result.output
     assert "image archive" not in result.output
+
+
+def _cells(output: str, tool: str) -> str:
+    """The row of `tool` in doctor's table, its folded lines joined and every space removed."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"│ {tool} "))
+    rows = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("│  "):  # the next tool's row, or the table's end
+            break
+        rows.append(line)
+    columns = zip(*(line.split("│")[1:-1] for line in rows), strict=True)
+    return "|".join("".join("".join(part.split()) for part in column) for column in columns)
+
+
+def test_doctor_names_the_projects_engine_when_docker_host_points_at_it(fake_tools, monkeypatch, tmp_path):
+    _all_tools(fake_tools)
+    monkeypatch.setenv("KTC_ENGINE_RUN", str(tmp_path))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+
+    result = runner.invoke(app, ["doctor"])
+
+    assert result.exit_code == 0, result.output
+    engine = _cells(result.output, "docker engine")
+    assert f"|ok|server28.2.2atDOCKER_HOST=unix://{tmp_path}/docker.sock(theproject'sengine)|" in engine, result.output
+
+
+def test_doctor_points_at_the_running_project_engine_when_docker_host_is_unset(fake_tools, monkeypatch, tmp_path):
+    _all_tools(fake_tools)
+    fake_tools.add("docker", (["--version"], "Docker version 28.2.2\n", "", 0), (["info"], "", "Cannot connect to the Docker daemon\n", 1))
+    monkeypatch.setenv("KTC_ENGINE_RUN", str(tmp_path))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    (tmp_path / "docker.sock").touch()
+
+    result = runner.invoke(app, ["doctor"])
+
+    assert result.exit_code == 1, result.output
+    assert f"theproject'sengineruns:exportDOCKER_HOST=unix://{tmp_path}/docker.sock" in _cells(result.output, "docker engine")
+
+
+@pytest.mark.parametrize("run_dir", [None, "/tmp/ktc-elsewhere"])
+def test_doctor_and_the_engine_script_agree_on_the_socket(monkeypatch, run_dir):
+    env = {k: v for k, v in os.environ.items() if k != "KTC_ENGINE_RUN"} | ({"KTC_ENGINE_RUN": run_dir} if run_dir else {})
+    if run_dir:
+        monkeypatch.setenv("KTC_ENGINE_RUN", run_dir)
+    else:
+        monkeypatch.delenv("KTC_ENGINE_RUN", raising=False)
+
+    script = subprocess.run([str(REPO / "scripts" / "docker-engine.sh"), "host"], env=env, capture_output=True, text=True, check=True)
+
+    assert script.stdout.strip() == project_engine_host()
