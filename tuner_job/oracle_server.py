@@ -285,9 +285,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         ended = self._protos.from_proto(request.trial, known)
         bad_input = dict(context.invocation_metadata() or ()).get(BAD_INPUT_KEY)  # no other trial would do better
         self._protos.forget(trial_id)
-        # A worker whose lease ran out may still end its trial: it ends, and
-        # leaves the queue it was put in (end_trial re-queues it if it retries).
-        _kt_state.unqueue(self.oracle, trial_id)
+        _kt_state.unqueue(self.oracle, trial_id)  # its lease ran out and it was queued: it ends (end_trial re-queues a retry)
         if not known.metrics.exists(self.oracle.objective.name) and ended.metrics.exists(self.oracle.objective.name):
             known.metrics = ended.metrics  # an UpdateTrial that a restarted chief never saved
         self.oracle.end_trial(ended)
@@ -296,16 +294,13 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         if trial.status in _TERMINAL:
             self._count_end(trial)
             self.store.journal_end(trial)
-        if self.on_trial_end is not None and trial.status in _TERMINAL:
-            self.on_trial_end(trial)
+            if self.on_trial_end is not None:
+                self.on_trial_end(trial)
         if bad_input is not None:
             self._finish("failed", bad_input, bad_input=True)
         elif self.progress.failed_too_often:
-            self._finish(
-                "failed",
-                f"{self.progress.consecutive_failures} consecutive trials failed (max_consecutive_failed_trials="
-                f"{self.progress.max_consecutive_failed_trials}); last: trial {trial_id}",
-            )
+            count, limit = self.progress.consecutive_failures, self.progress.max_consecutive_failed_trials
+            self._finish("failed", f"{count} consecutive trials failed (max_consecutive_failed_trials={limit}); last: trial {trial_id}")
         elif self._search_done():
             self._finish(*self.progress.conclusion())
         await self.store.commit()
