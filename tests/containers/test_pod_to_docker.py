@@ -94,7 +94,10 @@ def test_tensorboard_reads_the_volume_read_only_on_loopback(rendered, tmp_path):
     assert board.image == IMAGES["tensorboard"]
     assert board.mounts[SHARED_MOUNT] == (tmp_path, True)
     assert board.rewrites == ["arg --bind_all -> --host 127.0.0.1"]
-    assert board.argv()[-6:] == ["--logdir", f"{SHARED_MOUNT}/runs", "--host", "127.0.0.1", "--port", "16006"]
+    argv = board.argv()
+    start = argv.index("--logdir")
+    assert argv[start : start + 6] == ["--logdir", f"{SHARED_MOUNT}/runs", "--host", "127.0.0.1", "--port", "16006"]
+    assert argv[start + 6 :] == ["--window_title", "keras-tuner-cluster tuner-test/tuner"], "the title `tunectl tensorboard` checks"
     assert board.readiness["httpGet"] == {"path": "/", "port": 16006}, "the named port is resolved"
 
 

@@ -158,7 +158,7 @@ def test_images_needs_the_cluster_before_building(fake_tools, tmp_path):
 
     result = invoke("images", "--cluster", "tuner", "--context-dir", str(tmp_path))
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert "no kind cluster named 'tuner'; run `tunectl up` first" in result.output
     assert fake_tools.calls("docker") == []
 
@@ -208,7 +208,7 @@ def test_a_custom_config_that_is_not_kind_is_refused(fake_tools, tmp_path):
 
     result = invoke("up", "--config", str(bad))
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert "is not a kind config" in result.output
     assert fake_tools.calls() == []
 
