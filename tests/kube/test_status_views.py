@@ -140,7 +140,7 @@ def test_logs_needs_exactly_one_of_chief_or_worker():
     runner = CliRunner()
     for args in (["logs"], ["logs", "--chief", "--worker", "1"]):
         result = runner.invoke(app, args)
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output
         assert "pass exactly one of --chief or --worker I" in result.output
 
 
