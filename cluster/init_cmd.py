@@ -22,25 +22,29 @@ __all__ = ["KEYS", "init_command", "defaults_note", "search_yaml"]
 #: (key, what it does, written uncommented). Every field of SearchConfig, in the order the file shows them.
 KEYS: list[tuple[str, str, bool]] = [
     ("run", "name of the run: its folder under <shared>/runs/ (a run that exists resumes)", True),
-    ("data", "image folder <class>/*.png|jpg, relative to the shared folder", True),
+    ("data", "image folder <class>/*.png|jpg|jpeg|gif|bmp (class subfolders too), relative to the shared folder", True),
     ("image_size", "height, width the images are resized to (the article: [600, 200])", True),
     ("validation_split", "seeded, stratified split", True),
-    ("hypermodel", 'built-in "toonvision", "package.module:function" or "path/file.py:function"', True),
+    ("hypermodel", '"toonvision", "toonvision_extended", or "package.module:name" / "path/file.py:name": a build function or a HyperModel', True),
     ("space", "narrow the hypermodel's space, e.g. {conv_1_filters: {min: 8, max: 12}, conv_1_kernel_size: {values: [3]}}", True),
-    ("tuner", "random | hyperband | bayesian | grid", True),
+    ("tuner", "random | hyperband | bayesian | grid | asha", True),
     ("objective", "metric to optimise; losses and errors go down, accuracy, AUC, precision, recall up", True),
     ("objective_direction", "min | max: needed only for a metric whose direction its name does not tell", False),
     ("max_trials", "trials in the search", True),
     ("executions_per_trial", "trainings per trial, averaged", True),
-    ("epochs", "epochs per trial (Hyperband's max_epochs)", True),
-    ("batch_size", "images per batch", True),
+    ("epochs", "epochs per trial (Hyperband's max_epochs, asha's top rung)", True),
+    ("batch_size", "images per batch (a hypermodel's own batch_size hyperparameter wins)", True),
     ("seed", "seeds the split and the oracle", True),
     ("early_stopping_patience", "stop a trial after this many epochs without improvement", False),
-    ("hyperband_factor", "Hyperband's reduction factor", False),
+    ("hyperband_factor", "reduction factor of hyperband and asha: the top 1/factor of a rung goes on", False),
+    ("asha_min_epochs", "asha: epochs of the lowest rung (at most epochs)", False),
+    ("asha_max_total_epochs", "asha: an epoch budget over all trials, as well as max_trials configurations", False),
     ("bayesian_initial_points", "random trials before the Gaussian process leads (default: 3 per hyperparameter)", False),
+    ("bayesian_liar", "bayesian: what a running trial is taken to score (believer | worst | mean | best; off: KerasTuner's own)", False),
     ("max_consecutive_failed_trials", "this many failures in a row end the search (every process exits 1)", False),
     ("max_retries_per_trial", "re-runs of a trial that raised", False),
     ("lease_seconds", "a trial whose worker is silent this long goes to another worker", False),
+    ("chief_lease_seconds", "one chief per run: a second chief waits this long for a live one, then exits 2", False),
     ("chief_wait_seconds", "how long a worker waits for an absent chief", False),
     ("data_wait_seconds", "how long the chief waits for a data folder pushed after the deploy", False),
     ("warm_start", "an earlier run whose trials inside this space seed the oracle (tunectl narrow sets it)", False),
@@ -49,7 +53,7 @@ KEYS: list[tuple[str, str, bool]] = [
 ]
 
 _EXAMPLES = {"objective_direction": "max", "early_stopping_patience": 3, "bayesian_initial_points": 10, "warm_start": "toonvision",
-             "stages": "random:60,bayesian:40"}  # fmt: skip
+             "stages": "random:60,bayesian:40", "asha_max_total_epochs": 300}  # fmt: skip
 
 
 def _value(value: Any) -> str:
@@ -102,7 +106,7 @@ def init_command(
     image_size: Annotated[
         tuple[int, int] | None, typer.Option("--image-size", metavar="H W", help="Height and width the images are resized to (default 600 200).")
     ] = None,
-    tuner: Annotated[str | None, typer.Option("--tuner", metavar="NAME", help="random | hyperband | bayesian | grid (default random).")] = None,
+    tuner: Annotated[str | None, typer.Option("--tuner", metavar="NAME", help="random | hyperband | bayesian | grid | asha, default random.")] = None,
     max_trials: Annotated[int | None, typer.Option("--max-trials", metavar="N", help="Trials in the search (default 100).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", metavar="N", help="Epochs per trial (default 10).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,

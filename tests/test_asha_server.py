@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,7 @@ def test_promoted_trial_starts_from_its_parents_weights(running, tmp_path: Path)
 
     from tuner_job.config import SearchConfig
     from tuner_job.oracle_client import OracleClient
+    from tuner_job.trial_fit import BatchedData
     from tuner_job.trial_runner import TrialRunner
 
     r = running(oracle=_asha_oracle(max_trials=3, epochs=3, units=(2, 6)))
@@ -108,13 +110,22 @@ def test_promoted_trial_starts_from_its_parents_weights(running, tmp_path: Path)
     seen: list[tuple[str, list[np.ndarray], int, int]] = []
 
     class Recording(TrialRunner):
-        def train_model(self, model: Any, epochs: int, initial_epoch: int, callbacks: list[Any]) -> None:
+        def train_model(self, hp: Any, model: Any, epochs: int, initial_epoch: int, callbacks: list[Any]) -> Any:
             seen.append((self.current, [w.copy() for w in model.get_weights()], epochs, initial_epoch))
-            super().train_model(model, epochs, initial_epoch, callbacks)
+            return super().train_model(hp, model, epochs, initial_epoch, callbacks)
+
+    class Hypermodel:  # what `load_hypermodel` gives a worker: `build`, and a `fit` that is `model.fit`
+        def build(self, hp: Any) -> Any:
+            return build(hp)
+
+        def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+            return model.fit(*args, **kwargs)
+
+    data = BatchedData(lambda batch_size: SimpleNamespace(train=train, val=val, callback=keras.callbacks.Callback()))
 
     config = SearchConfig(run="r", tuner="asha", epochs=3, max_trials=3, lease_seconds=30)
     client = OracleClient(f"127.0.0.1:{r.port}", "tuner0", paths, chief_wait_seconds=10)
-    runner = Recording(config, paths, "tuner0", build, train, val, client)
+    runner = Recording(config, paths, "tuner0", Hypermodel(), data, client)
     try:
         ran = []
         for _ in range(4):

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("tensorboard")
 
 from tuner_job import _kt  # noqa: E402
+from tuner_job.layout import RunPaths  # noqa: E402
 from tuner_job.objective import Objective  # noqa: E402
 from tuner_job.tensorboard_logs import write_experiment_config, write_trial_hparams  # noqa: E402
 
@@ -40,8 +41,9 @@ def test_a_boolean_hyperparameter_has_its_type_and_domain(tmp_path: Path) -> Non
     hp.Float("rate", 0.0, 0.9, step=0.1)
     hp.Choice("kernel", [3, 5])
     hp.Fixed("blocks", 2)
-    write_experiment_config(tmp_path / "logs", _kt.space_of(hp), Objective("val_loss", "min"))
-    [data] = _hparams_plugin_data(tmp_path / "logs")
+    paths = RunPaths(tmp_path, "r")
+    write_experiment_config(paths, _kt.space_of(hp), Objective("val_loss", "min"))
+    [data] = _hparams_plugin_data(paths.logs)
     infos = {info.name: info for info in data.experiment.hparam_infos}
     augment = infos["augment"]
     assert augment.type == api_pb2.DATA_TYPE_BOOL, api_pb2.DataType.Name(augment.type)
@@ -51,7 +53,7 @@ def test_a_boolean_hyperparameter_has_its_type_and_domain(tmp_path: Path) -> Non
     assert infos["kernel"].type == api_pb2.DATA_TYPE_FLOAT64 and [v.number_value for v in infos["kernel"].domain_discrete.values] == [3, 5]
     assert all(info.type != api_pb2.DATA_TYPE_UNSET for info in infos.values()), infos
 
-    write_trial_hparams(tmp_path / "logs" / "trial_0", "0", {"augment": True, "filters": 8, "rate": 0.3, "kernel": 5, "blocks": 2})
-    [session] = _hparams_plugin_data(tmp_path / "logs" / "trial_0")
+    write_trial_hparams(paths.trial_logs("0"), paths.run, "0", {"augment": True, "filters": 8, "rate": 0.3, "kernel": 5, "blocks": 2})
+    [session] = _hparams_plugin_data(paths.trial_logs("0"))
     values = session.session_start_info.hparams
     assert values["augment"].bool_value is True and values["filters"].number_value == 8
