@@ -41,11 +41,16 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
         SearchFailedError: the chief says the search failed (exit 1).
         ChiefUnreachableError: no chief answered for `chief_wait_seconds` (exit 3).
     """
-    from tuner_job.data import load_prepared
+    from tuner_job.data import list_image_folder, load_prepared
     from tuner_job.hypermodels import load_hypermodel
     from tuner_job.input_pipeline import make_datasets
 
     resolve_objective(config.objective, config.objective_direction)  # as the chief does: fail before waiting for it
+    folder = paths.shared_dir / config.data
+    if folder.is_dir():
+        # A bad layout stops this worker now (a folder still to come is the chief's to wait for). A listing,
+        # once per process: the data themselves come from the cache the chief prepared (`load_prepared`).
+        list_image_folder(folder)
 
     # tf.data is shuffled already; Keras warns that its own shuffle is ignored.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
