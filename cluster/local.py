@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cluster import local_signals
@@ -162,7 +163,8 @@ class LocalSearch:
 
     def _print(self, child: Child, line: str) -> None:
         with self._lock:
-            self.console.print(f"[{child.colour}]{child.name:>11} |[/] {line}", markup=True, highlight=False, soft_wrap=True)
+            # The line is the child's text, not markup: TensorFlow's device names (`[/job:localhost/...]`) look like closing tags.
+            self.console.print(f"[{child.colour}]{child.name:>11} |[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
 
     def _add(self, name: str, argv: list[str], env: dict[str, str], restartable: bool = True) -> Child:
         child = Child(name, argv, env, _COLOURS[len(self.children) % len(_COLOURS)], restartable)

@@ -82,8 +82,8 @@ def summarize(paths: RunPaths, console: Console, tensorboard_port: int | None) -
 
     print_leaderboard(paths, 10, console)
     if (paths.best / "model.keras").is_file():
-        console.print(f"best model: {paths.best / 'model.keras'} (hyperparameters in {paths.best / 'hyperparameters.yaml'})")
-    console.print(f"results: {paths.results_json}, {paths.leaderboard_csv}")
+        console.print(f"best model: {paths.best / 'model.keras'} (hyperparameters in {paths.best / 'hyperparameters.yaml'})", markup=False)
+    console.print(f"results: {paths.results_json}, {paths.leaderboard_csv}", markup=False)
     console.print(f"TensorBoard logs: {paths.logs}" + (f"  (view: tensorboard --logdir {paths.runs_dir})" if tensorboard_port else ""))
 
 
@@ -93,7 +93,7 @@ def local_command_impl(
 ) -> int:
     console = make_console()
     console.print(f"checking run {config.run}: config, data, hypermodel, space, objective (one training step on blank images)")
-    console.print(check_inputs(config, shared_dir, fresh=fresh, port=port), highlight=False)
+    console.print(check_inputs(config, shared_dir, fresh=fresh, port=port), highlight=False, markup=False)
     search = LocalSearch(
         config, shared_dir, workers, fresh=fresh, port=port, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console,
         keep_tensorboard=keep_tensorboard,

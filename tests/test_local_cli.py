@@ -131,3 +131,23 @@ def test_ctrl_c_stops_every_child(shared: Path, tmp_path: Path) -> None:
     alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower()]
     assert not alive, f"children still running: {alive}"
     assert "interrupted: stopping every process" in log.read_text()
+
+
+def test_a_childs_line_that_looks_like_markup_is_printed_as_it_is() -> None:
+    """TensorFlow's device names (`[/job:localhost/...]`) are closing tags to rich: printed as markup, the log
+    pump thread died on them and the search hung. Each line goes through `LocalSearch._print` as text."""
+    import io
+    import threading
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from cluster.local import Child, LocalSearch
+
+    out = io.StringIO()
+    search = SimpleNamespace(console=Console(file=out, width=300, color_system=None), _lock=threading.Lock())
+    child = Child("tuner0", [], {}, "cyan")
+    lines = ["device placement: [/job:localhost/replica:0/task:0/device:CPU:0]", "[bold]not bold[/bold] [red]", "a [/] b"]
+    for line in lines:
+        LocalSearch._print(search, child, line)  # type: ignore[arg-type]
+    assert out.getvalue().splitlines() == [f"     tuner0 | {line}" for line in lines]
