@@ -201,10 +201,10 @@ def _scored(trial_id: str, score: float | None, status: str = "COMPLETED", **val
 
 
 def test_top_and_quantile_selection() -> None:
-    trials = [_scored(str(i), float(s)) for i, s in enumerate([5, 3, 9, 1, 7, 2, 8, 4, 6, 0])]
-    trials.append(_scored("f", None, "FAILED"))
-    trials.append(_scored("n", float("nan")))
-    trials.append(_scored("r", -100.0, "RUNNING"))
+    trials = [_scored(str(i), float(s), x=i) for i, s in enumerate([5, 3, 9, 1, 7, 2, 8, 4, 6, 0])]
+    trials.append(_scored("f", None, "FAILED", x=10))
+    trials.append(_scored("n", float("nan"), x=11))
+    trials.append(_scored("r", -100.0, "RUNNING", x=12))
     top, completed = select_top(trials, LOSS)
     assert completed == 10 and [t["trial_id"] for t in top] == ["9", "3", "5", "1", "7"]  # default 5
     assert [t["trial_id"] for t in select_top(trials, LOSS, top_k=2)[0]] == ["9", "3"]
@@ -294,7 +294,12 @@ def test_property_never_wider_and_contains_every_top_value() -> None:
         if not any(t["status"] == "COMPLETED" for t in trials):
             continue
         kwargs = {"top_k": rng.randint(1, 10)} if rng.random() < 0.5 else {"quantile": rng.uniform(0.01, 1.0)}
-        result = narrow_space(trials, space, Objective("val_loss", rng.choice(["min", "max"])), **kwargs)
+        objective = Objective("val_loss", rng.choice(["min", "max"]))
+        try:
+            result = narrow_space(trials, space, objective, **kwargs)
+        except NarrowingError as exc:  # refused only when the top trials are one configuration
+            assert "are one configuration" in str(exc) and len(select_top(trials, objective, **kwargs)[0]) == 1, (case, exc)
+            continue
         top = [t for t in trials if t["trial_id"] in result.top_ids]
         for name, old in space.items():
             new = result.narrowed[name]
@@ -391,3 +396,24 @@ def test_reads_what_keras_tuner_writes() -> None:
     assert space["bn"].kind == "boolean"
     assert space["units"].conditions == (("model_type", ("cnn",)),)
     assert space["units"].is_active(state["hyperparameters"]["values"])
+
+
+def test_a_promotion_counts_once_with_its_parent_at_the_better_score() -> None:
+    """asha and Hyperband train a configuration again (`tuner/trial_id`): the top trials are distinct configurations."""
+    units = Hyperparameter("u", "int", min=8, max=64, step=8)
+    trials = [
+        _scored("1", 0.5, u=16), _scored("2", 0.4, u=32), _scored("3", 0.6, u=56),
+        _scored("4", 0.3, u=32, **{"tuner/trial_id": "2", "tuner/epochs": 3}),  # 2, promoted: better with more epochs
+    ]
+    top, completed = select_top(trials, LOSS, top_k=2)
+    assert [t["trial_id"] for t in top] == ["4", "1"] and completed == 4
+    assert narrow_space(trials, {"u": units}, LOSS, top_k=2).narrowed["u"].describe() == Hyperparameter("u", "int", min=16, max=32, step=8).describe()
+
+
+def test_narrowing_to_one_configuration_is_refused() -> None:
+    """Nothing left to search: the next stage's Bayesian oracle would fail at every CreateTrial (issue 11's bad input)."""
+    space = {"u": Hyperparameter("u", "int", min=8, max=64, step=8), "act": Hyperparameter("act", "choice", values=("relu", "elu"))}
+    trials = [_scored("1", 0.5, u=16, act="relu"), _scored("2", 0.3, u=16, act="relu", **{"tuner/trial_id": "1"}), _scored("3", 0.9, u=40, act="elu")]
+    with pytest.raises(NarrowingError, match=r"the top 1 of 3 completed trial\(s\) are one configuration"):
+        narrow_space(trials, space, LOSS, top_k=1)
+    assert set(narrow_space(trials, space, LOSS, top_k=2).narrowed) == {"u", "act"}  # two configurations: fine

@@ -49,6 +49,13 @@ CASES = {
     "HyperModel needs an argument": (NEEDS_ARGUMENT, {"hypermodel": "Needy"}, "Needy() needs depth, but only input_shape and num_classes"),
     "custom metric without objective_direction": (CUSTOM_METRIC, {"objective": "val_hit_rate"}, "set objective_direction: min or max"),
     "objective the model does not log": (None, {"objective": "val_acc"}, "does not log 'val_acc'"),
+    # What `tunectl narrow` around one configuration used to write: KerasTuner's GP then failed every CreateTrial.
+    "bayesian with every hyperparameter fixed": (
+        "import keras\ndef build(hp):\n    units = hp.Fixed('units', 8)\n    m = keras.Sequential([keras.layers.Flatten(), "
+        "keras.layers.Dense(units), keras.layers.Dense(4, activation='softmax')])\n    m.compile('adam', 'sparse_categorical_crossentropy', "
+        "metrics=['accuracy'])\n    return m\n",
+        {"tuner": "bayesian"}, "tuner: bayesian needs a hyperparameter to tune, but the space fixes every one",
+    ),
 }
 
 

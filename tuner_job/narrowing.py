@@ -20,7 +20,7 @@ from tuner_job.config import ChoiceOverride, FixedOverride, RangeOverride, Searc
 from tuner_job.errors import NarrowingError
 from tuner_job.layout import RunPaths
 from tuner_job.objective import Objective
-from tuner_job.space_model import EPS, Hyperparameter, apply_overrides, same_value, space_from_trials
+from tuner_job.space_model import EPS, Hyperparameter, apply_overrides, point_key, same_value, space_from_trials
 from tuner_job.trials import read_objective, read_trials, trial_score
 
 __all__ = ["DEFAULT_TOP", "NarrowRow", "NarrowResult", "check_selection", "select_top", "narrow_space", "next_stage_config"]
@@ -79,19 +79,33 @@ def select_top(
     Args:
         trials: `trial.json` documents, in trial order.
         objective: what "best" means (`Objective.sort_key`); ties keep trial order.
-        top_k: how many (default `DEFAULT_TOP`), at most the completed ones.
+        top_k: how many (default `DEFAULT_TOP`), at most the completed ones. A configuration counts
+            once, at its best score (a promotion repeats its parent's).
         quantile: or the best fraction in (0, 1], at least one trial.
 
     Raises:
         NarrowingError: both or a bad `top_k`/`quantile`; no completed trial with a finite score.
     """
     check_selection(top_k, quantile)
-    ranked = sorted(_scored(trials), key=lambda t: objective.sort_key(trial_score(t)))  # type: ignore[arg-type]
+    scored = _scored(trials)
+    ranked = _best_per_point(sorted(scored, key=lambda t: objective.sort_key(trial_score(t))))  # type: ignore[arg-type]
     if quantile is not None:
         count = max(1, math.ceil(quantile * len(ranked) - EPS))
     else:
         count = min(top_k if top_k is not None else DEFAULT_TOP, len(ranked))
-    return ranked[:count], len(ranked)
+    return ranked[:count], len(scored)
+
+
+def _best_per_point(ranked: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each configuration once, at its best: a Hyperband or asha promotion trains its parent's point again."""
+    seen: set[Any] = set()
+    kept = []
+    for trial in ranked:
+        key = point_key((trial.get("hyperparameters") or {}).get("values") or {})
+        if key not in seen:
+            seen.add(key)
+            kept.append(trial)
+    return kept
 
 
 def _scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -219,6 +233,11 @@ def narrow_space(
                 note = "; ".join(filter(None, [f"conditional: active in {len(seen)} of {len(top)}", note]))
         narrowed[name] = new
         rows.append(NarrowRow(name, old.describe(), new.describe(), len(seen), note))
+    if any(hp.kind != "fixed" for hp in space.values()) and all(hp.kind == "fixed" for hp in narrowed.values()):
+        raise NarrowingError(
+            f"the top {len(top)} of {completed} completed trial(s) are one configuration: narrowed around it, the space has "
+            "nothing left to search; use more top trials (a larger top_k or quantile)"
+        )
     overrides: dict[str, Any] = {}
     for name, hp in narrowed.items():
         definition = definitions.get(name)

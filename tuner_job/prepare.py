@@ -76,7 +76,8 @@ def build_oracle(config: SearchConfig, hypermodel: Any, objective: Objective) ->
         objective: the search's objective (`resolve_objective`).
 
     Raises:
-        ConfigError: a `space` override names no hyperparameter or widens one.
+        ConfigError: a `space` override names no hyperparameter or widens one; a bayesian
+            search whose space fixes every hyperparameter.
         HypermodelError: the hypermodel raised, or did not return a compiled model.
     """
     from tuner_job.space import apply_space
@@ -101,6 +102,9 @@ def build_oracle(config: SearchConfig, hypermodel: Any, objective: Objective) ->
         asha_max_total_epochs=config.asha_max_total_epochs,
     )
     _populate(oracle, hypermodel, config)
+    if config.tuner == "bayesian" and all(hp.kind == "fixed" for hp in _kt.space_of(oracle.hyperparameters).values()):
+        # KerasTuner's Gaussian process has no dimension to fit then, and fails each CreateTrial once it has results.
+        raise ConfigError("tuner: bayesian needs a hyperparameter to tune, but the space fixes every one; use tuner: random, or widen `space`")
     return oracle
 
 
