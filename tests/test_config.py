@@ -57,6 +57,16 @@ def test_load_config_reports_yaml_errors_and_missing_files(tmp_path: Path) -> No
     good = tmp_path / "good.yaml"
     good.write_text("run: a\nmax_trials: 3\n")
     assert load_config(good, {"max_trials": 5, "epochs": None}).max_trials == 5
+    with pytest.raises(ConfigError, match=f"config file {tmp_path} is a folder"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "---\n"])
+def test_an_empty_config_file_is_the_defaults_and_the_overrides_apply(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "search.yaml"
+    path.write_text(text)
+    config = load_config(path, {"run": "mine", "max_trials": 1, "epochs": 2, "tuner": None})
+    assert (config.run, config.max_trials, config.epochs, config.tuner) == ("mine", 1, 2, "random")
 
 
 @pytest.mark.parametrize(

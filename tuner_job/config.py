@@ -230,6 +230,8 @@ def parse_config(data: Any, source: str = "search.yaml") -> SearchConfig:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
     """Read `search.yaml`, apply command-line overrides, and validate."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; name the search.yaml in it")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -238,6 +240,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Se
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}  # an empty file, or only comments: the defaults, and the command line's overrides still apply
     if isinstance(data, dict) and overrides:
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return parse_config(data, str(path))
