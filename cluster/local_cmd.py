@@ -28,21 +28,22 @@ from tuner_job.layout import RunPaths
 __all__ = ["check_inputs", "summarize", "local"]
 
 
-def _require_free_port(port: int) -> None:
-    """`--port` must be free: a chief that cannot bind it would only exit 2 after starting TensorFlow."""
+def _require_free_port(port: int, who: str = "the oracle", option: str = "--port") -> None:
+    """A port the search binds must be free: its process would only fail after starting (the chief: after TensorFlow)."""
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
-            raise BadInputError(
-                f"port {port} is in use: the oracle cannot bind 127.0.0.1:{port}; stop what holds it, or choose another --port"
-            ) from None
+            problem = f"port {port} is in use: {who} cannot bind 127.0.0.1:{port}"
+            raise BadInputError(f"{problem}; stop what holds it, or choose another {option}") from None
 
 
-def check_inputs(config: SearchConfig, shared_dir: Path, *, fresh: bool = False, port: int | None = None) -> str:
+def check_inputs(
+    config: SearchConfig, shared_dir: Path, *, fresh: bool = False, port: int | None = None, tensorboard_port: int | None = None
+) -> str:
     """Fail fast, before any process starts, on what the chief would reject; return what was checked.
 
-    The folder, the data layout and the port are checked here; the rest
+    The folder, the data layout and the ports are checked here; the rest
     (objective, hypermodel, space, a changed config on resume, the metrics the
     model logs) by `python -m tuner_job --check` in a subprocess, so that
     TensorFlow never loads into the launcher.
@@ -55,13 +56,18 @@ def check_inputs(config: SearchConfig, shared_dir: Path, *, fresh: bool = False,
     from tuner_job.errors import DataError
 
     if not shared_dir.is_dir():
-        raise BadInputError(f"shared directory not found: {shared_dir} (create it, or make demo)")
+        raise BadInputError(
+            f"shared directory not found: {shared_dir} (create it with its data/<dataset>/<class>/ images; "
+            f"`tunectl data synth --out {shared_dir}/data/toonvision` makes a small one)"
+        )
     try:
         list_image_folder(shared_dir / config.data)
     except DataError as exc:
         raise BadInputError(str(exc)) from None
     if port:
         _require_free_port(port)
+    if tensorboard_port:
+        _require_free_port(tensorboard_port, "TensorBoard", "--tensorboard-port (0 starts none)")
     with tempfile.TemporaryDirectory(prefix="tunectl-check-") as tmp:
         config_file = Path(tmp) / "search.yaml"
         config_file.write_text(dump_config(config))
@@ -93,7 +99,7 @@ def local_command_impl(
 ) -> int:
     console = make_console()
     console.print(f"checking run {config.run}: config, data, hypermodel, space, objective (one training step on blank images)")
-    console.print(check_inputs(config, shared_dir, fresh=fresh, port=port), highlight=False, markup=False)
+    console.print(check_inputs(config, shared_dir, fresh=fresh, port=port, tensorboard_port=tensorboard_port), highlight=False, markup=False)
     search = LocalSearch(
         config, shared_dir, workers, fresh=fresh, port=port, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console,
         keep_tensorboard=keep_tensorboard,

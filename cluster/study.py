@@ -76,7 +76,7 @@ def run_study(
     shared_dir = shared_dir.resolve()
     console = console or make_console()
     console.print(f"checking study {config.run}: config, data, hypermodel, space, objective (one training step on blank images)")
-    console.print(check_inputs(config, shared_dir, fresh=fresh), highlight=False, markup=False)
+    console.print(check_inputs(config, shared_dir, fresh=fresh, tensorboard_port=tensorboard_port), highlight=False, markup=False)
     search = LocalSearch(config, shared_dir, workers, fresh=fresh, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console,
                          keep_tensorboard=keep_tensorboard)  # fmt: skip
     console.rule(f"study {config.run}: stages {config.stages}, narrowed around the top {config.stage_top} trials of each stage")

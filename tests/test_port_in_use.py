@@ -48,6 +48,25 @@ def test_tunectl_local_refuses_a_taken_port_before_starting_anything(shared: Pat
     assert snapshot(shared) == before
 
 
+
+def test_tunectl_local_refuses_a_taken_tensorboard_port_too(shared: Path, tmp_path: Path, taken_port: int) -> None:
+    """TensorBoard on a taken port used to exit 255 while the search ran on, printing a URL that served another program."""
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump(small_config()))
+    before = snapshot(shared)
+    result = CliRunner().invoke(app, ["local", "--config", str(config), "--shared-dir", str(shared), "--tensorboard-port", str(taken_port)])
+    assert result.exit_code == 2, result.output
+    assert error_lines(result.output) == [
+        f"error: port {taken_port} is in use: TensorBoard cannot bind 127.0.0.1:{taken_port}; stop what holds it, "
+        "or choose another --tensorboard-port (0 starts none)"
+    ], result.output
+    assert "started" not in result.output and snapshot(shared) == before
+
+
 @pytest.mark.slow
 def test_a_chief_whose_port_is_taken_exits_2_at_once(shared: Path, tmp_path: Path, taken_port: int) -> None:
     config = tmp_path / "search.yaml"
