@@ -179,3 +179,17 @@ def test_a_warm_started_search_is_done_at_its_true_count() -> None:
     assert trials_done_of_max(progress.status(max_trials=8)) == (8, 8)
     assert trials_done_of_max({"trials_done": 3, "max_trials": 6}) == (3, 6)  # a status.json from before `seeded`
     assert trials_done_of_max({}) == (None, None)
+
+
+def test_a_search_whose_space_ran_out_says_so() -> None:
+    """4 configurations in the space, max_trials 6: "completed", and the verdict says why only 4 ran."""
+    from tuner_job.progress import SearchProgress
+
+    progress = SearchProgress(Objective("val_loss", "min"), max_consecutive_failed_trials=3)
+    for trial_id in "0123":
+        progress.record_end(trial_id, True, 0.5)
+    state, message = progress.conclusion()
+    assert state == "completed" and "no untried configuration" not in message
+    progress.exhausted = True
+    state, message = progress.conclusion()
+    assert state == "completed" and message.endswith("the space has no untried configuration left, so fewer trials ran than max_trials")

@@ -111,13 +111,15 @@ class SearchProgress:
         """The verdict once the budget is spent: "completed" only when at least one trial completed here.
 
         A search whose every trial failed (fewer of them than the failure
-        limit) is "failed", never "completed": its exit code is 1, not 0.
+        limit) is "failed", never "completed": its exit code is 1, not 0. A
+        search whose space ran out first says so.
         """
         board = self.scoreboard
         if board.completed == 0:
             last = f"; the last was trial {self.last_failed} (its error is in errors/trial_{self.last_failed}.txt)" if self.last_failed else ""
             return "failed", f"no trial completed ({board.failed} failed{last})"
-        return "completed", self.summary()
+        ran_out = "; the space has no untried configuration left, so fewer trials ran than max_trials" if self.exhausted else ""
+        return "completed", self.summary() + ran_out
 
     def summary(self) -> str:
         """`5 trials (4 completed, 1 failed), best val_loss 0.1234 (trial 3)`."""
