@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cluster.errors import user_errors
+from cluster.errors import BadInputError, user_errors
 from tuner_job.config import TUNERS, SearchConfig, dump_config
 from tuner_job.contract import ENV_SHARED_DIR
 from tuner_job.layout import atomic_write_text
@@ -75,11 +75,14 @@ def narrow_command(
     new_run: Annotated[str | None, typer.Option("--new-run", metavar="NAME", help="Name of the next run (default <run>-narrow).")] = None,
     tuner: Annotated[str, typer.Option("--tuner", metavar="NAME", help=f"Tuner of the next stage: {' | '.join(TUNERS)}.")] = "bayesian",
     max_trials: Annotated[int | None, typer.Option("--max-trials", metavar="N", help="Trials of the next stage (default: as before).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Shrink a run's search space around its best trials and write the next stage's search.yaml."""
     from rich.console import Console
 
     with user_errors():
+        if out.exists() and not force:
+            raise BadInputError(f"{out} exists; pass --force to overwrite it")
         result, config = narrow_run(
             shared_dir, run, top_k=top, quantile=quantile, out=out, new_run=new_run, tuner=tuner, max_trials=max_trials
         )

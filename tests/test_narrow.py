@@ -341,8 +341,11 @@ def test_cli_writes_ints_for_an_int_warns_on_a_short_top_and_says_what_next(run:
     assert out.stat().st_mode & 0o777 == 0o644
     assert load_config(out).space == narrow_run(run.shared_dir, "wide", top_k=20, out=tmp_path / "again.yaml")[1].space
 
-    enough = CliRunner().invoke(app, ["narrow", "--run", "wide", "--shared-dir", str(run.shared_dir), "--top", "3", "--out", str(out)])
-    assert enough.exit_code == 0 and enough.stderr == ""
+    kept = out.read_text()
+    again = CliRunner().invoke(app, ["narrow", "--run", "wide", "--shared-dir", str(run.shared_dir), "--top", "3", "--out", str(out)])
+    assert again.exit_code == 2 and again.stderr == f"error: {out} exists; pass --force to overwrite it\n" and out.read_text() == kept
+    enough = CliRunner().invoke(app, ["narrow", "--run", "wide", "--shared-dir", str(run.shared_dir), "--top", "3", "--out", str(out), "--force"])
+    assert enough.exit_code == 0 and enough.stderr == "" and out.read_text() != kept
 
 
 def test_cli_quantile_env_and_names(run: RunPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
