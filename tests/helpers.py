@@ -25,6 +25,16 @@ REPO = Path(__file__).resolve().parent.parent
 SMALL_SIZE = (24, 16)
 
 
+def default_sigint() -> None:
+    """`preexec_fn` for a child a test stops with Ctrl-C: SIGINT back to its default.
+
+    A suite started in the background by a non-interactive shell runs with
+    SIGINT ignored (POSIX), which every child inherits, and Python installs no
+    KeyboardInterrupt handler then: the child would never see the test's Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

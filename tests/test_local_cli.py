@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, small_config
+from helpers import REPO, default_sigint, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,7 @@ def test_ctrl_c_stops_every_child(shared: Path, tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cluster", "local", "--config", str(config), "--shared-dir", str(shared), "--workers", "2",
              "--tensorboard-port", "0"],
-            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=default_sigint,
         )
     try:
         deadline = time.monotonic() + 120

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cluster.tensorboard_probe import probe
-from helpers import REPO, free_port, small_config
+from helpers import REPO, default_sigint, free_port, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,9 @@ class Terminal:
     def __init__(self, *args: str) -> None:
         master, slave = pty.openpty()
         env = {**os.environ, "COLUMNS": "200", "TERM": "xterm"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "cluster", *args], stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cluster", *args], stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env, preexec_fn=default_sigint
+        )
         os.close(slave)
         self.master = master
         self.chunks: list[bytes] = []

@@ -74,6 +74,9 @@ def test_a_changed_space_is_refused_with_the_keys_and_a_larger_budget_takes_effe
     # The way forward the line names: --fresh, and the new space governs every trial.
     s.config_file.write_text(yaml.safe_dump({**s.config, "max_trials": 2, "space": {**KERNEL_3, "conv_1_filters": {"min": 8, "max": 12}}}))
     s.start("chief", "--fresh")
+    # As `tunectl local --fresh` does (`_wait_for_fresh_start`): the worker starts once the fresh chief serves; before
+    # that, the old run's status.json still says "completed" and a worker would leave at once.
+    s.wait_for(lambda: "oracle serving on" in s.logs["chief"][-1].read_text(errors="replace"), 120, "the fresh chief to serve")
     s.start("tuner0")
     assert s.wait_all(timeout=300) == {"chief": 0, "tuner0": 0}, s.all_logs()
     fresh = trial_files(s.run_dir)

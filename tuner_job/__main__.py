@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     from tuner_job import stopping
 
-    stopping.install()  # first: Kubernetes may stop a pod while TensorFlow still loads
+    stopping.install(hard_exit_after=stopping.HARD_EXIT_AFTER)  # first: Kubernetes may stop a pod while TensorFlow still loads
     args = _parse(argv)
     from tuner_job.config import load_config, stage_run
     from tuner_job.devices import configure_threads

@@ -14,27 +14,41 @@ Contract:
 - `received()` is the last signal that came, whatever the mode.
 - A second signal while one is being handled does the same again: handlers
   are idempotent, and Kubernetes sends SIGKILL after the grace period anyway.
+- `install(hard_exit_after=S)` (the process's entry point) is the safety net
+  for what no one else kills: a worker whose launcher died (its parent-death
+  signal), where `Stopped` was swallowed (raised inside a finaliser or a
+  library's catch-all) or the unwinding hangs. S seconds after the first
+  signal that is not handed to an `on_signal` callback, the process exits
+  `128 + signum` at once. Files a resume reads are published by rename, so
+  even that exit leaves them whole.
 
 Stdlib only: the worker and the chief install it before TensorFlow is imported.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from tuner_job.errors import exit_code_of_signal
 
-__all__ = ["STOP_SIGNALS", "Stopped", "install", "deferred", "on_signal", "received", "signal_name"]
+__all__ = ["STOP_SIGNALS", "HARD_EXIT_AFTER", "Stopped", "install", "deferred", "on_signal", "received", "signal_name"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: Seconds a process of ours may take to stop after a signal: well inside the chart's grace periods (30 s chief, 60 s workers).
+HARD_EXIT_AFTER = 15.0
 
 _depth = 0  # nested deferred() blocks
 _pending: int | None = None  # a signal held by deferred()
 _callback: Callable[[int], None] | None = None
 _received: int | None = None
+_hard_exit_after: float | None = None
+_watchdog: threading.Thread | None = None
 
 
 def signal_name(signum: int) -> str:
@@ -63,16 +77,41 @@ def _handler(signum: int, frame: object) -> None:
     _received = signum
     if _callback is not None:
         _callback(signum)
-    elif _depth:
+        return
+    _start_watchdog(signum)
+    if _depth:
         _pending = signum
     else:
         raise Stopped(signum)
 
 
-def install() -> bool:
-    """Route SIGTERM, SIGINT and SIGHUP here; returns False (and does nothing) off the main thread."""
+def _start_watchdog(signum: int) -> None:
+    global _watchdog
+    if _hard_exit_after is None or _watchdog is not None:
+        return
+    seconds = _hard_exit_after
+
+    def exit_late() -> None:
+        time.sleep(seconds)
+        print(f"{signal_name(signum)}: still running {seconds:g}s later; exiting now", file=sys.stderr, flush=True)
+        os._exit(exit_code_of_signal(signum))
+
+    _watchdog = threading.Thread(target=exit_late, name="stop-watchdog", daemon=True)
+    _watchdog.start()
+
+
+def install(hard_exit_after: float | None = None) -> bool:
+    """Route SIGTERM, SIGINT and SIGHUP here; returns False (and does nothing) off the main thread.
+
+    Args:
+        hard_exit_after: seconds after the first stop signal (not one an `on_signal`
+            callback takes) at which the process exits 128 + signum whatever it is
+            doing; None (tests that install it in-process): never.
+    """
+    global _hard_exit_after
     if threading.current_thread() is not threading.main_thread():
         return False
+    _hard_exit_after = hard_exit_after
     for signum in STOP_SIGNALS:
         signal.signal(signum, _handler)
     return True

@@ -1,0 +1,60 @@
+"""The stop watchdog (`stopping.install(hard_exit_after=...)`): a process whose `Stopped` is swallowed still exits.
+
+A worker whose launcher died gets one SIGTERM (its parent-death signal) and no
+SIGKILL after it: if that one `Stopped` is lost (raised inside a finaliser, or
+caught by a library's `except BaseException`), nothing else would end it.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from helpers import REPO
+
+SWALLOWS = """
+import time
+from tuner_job import stopping
+stopping.install(hard_exit_after={after})
+deadline, ready = time.monotonic() + {runs}, False
+while time.monotonic() < deadline:
+    try:
+        if not ready:
+            print("ready", flush=True)
+            ready = True
+        time.sleep(0.05)
+    except BaseException:  # a library that swallows everything, our Stopped included
+        pass
+print("never stopped", flush=True)
+"""
+
+
+def _run(after: str, runs: float) -> tuple[int, float, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SWALLOWS.format(after=after, runs=runs)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    return code, time.monotonic() - sent, proc.stdout.read()
+
+
+def test_a_swallowed_stop_still_exits_143_after_the_hard_exit_delay() -> None:
+    code, took, output = _run("1.0", runs=60)
+    assert code == 143, output
+    assert 0.9 <= took < 20, took
+    assert "SIGTERM: still running 1s later; exiting now" in output and "never stopped" not in output
+
+
+def test_without_the_watchdog_a_swallowed_stop_is_lost() -> None:
+    """The control: the same process with no watchdog (how tests install it in-process) keeps running."""
+    code, took, output = _run("None", runs=3)
+    assert code == 0 and "never stopped" in output, output
