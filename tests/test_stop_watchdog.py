@@ -58,3 +58,32 @@ def test_without_the_watchdog_a_swallowed_stop_is_lost() -> None:
     """The control: the same process with no watchdog (how tests install it in-process) keeps running."""
     code, took, output = _run("None", runs=3)
     assert code == 0 and "never stopped" in output, output
+
+
+def test_the_watchdog_lets_a_backup_being_written_finish() -> None:
+    """Inside `deferred()` (an epoch's backup) the hard exit waits for the block's end, as SIGTERM itself does."""
+    script = """
+import time
+from tuner_job import stopping
+stopping.install(hard_exit_after=0.5)
+try:
+    with stopping.deferred():
+        print("ready", flush=True)
+        time.sleep(3)
+        print("backup whole", flush=True)
+except BaseException:
+    pass
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    output = proc.stdout.read()
+    assert code == 143 and "backup whole" in output and time.monotonic() - sent >= 2.5, output

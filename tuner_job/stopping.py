@@ -19,8 +19,9 @@ Contract:
   signal), where `Stopped` was swallowed (raised inside a finaliser or a
   library's catch-all) or the unwinding hangs. S seconds after the first
   signal that is not handed to an `on_signal` callback, the process exits
-  `128 + signum` at once. Files a resume reads are published by rename, so
-  even that exit leaves them whole.
+  `128 + signum` at once, or as soon as a `deferred()` write it is inside
+  ends. Files a resume reads are published by rename, so even that exit
+  leaves them whole.
 
 Stdlib only: the worker and the chief install it before TensorFlow is imported.
 """
@@ -93,6 +94,8 @@ def _start_watchdog(signum: int) -> None:
 
     def exit_late() -> None:
         time.sleep(seconds)
+        while _depth:  # a backup being written is let finish (Kubernetes' SIGKILL still bounds it)
+            time.sleep(0.2)
         print(f"{signal_name(signum)}: still running {seconds:g}s later; exiting now", file=sys.stderr, flush=True)
         os._exit(exit_code_of_signal(signum))
 
