@@ -107,7 +107,7 @@ def test_rendered_chief_and_two_workers_complete_a_search(finished):
     # Each worker's `docker logs` (what `kubectl logs` shows) has a line per trial it trained, and only those.
     for index in range(2):
         mine = {t["trial_id"] for t in results if t["worker"] == f"tuner{index}"}
-        logged = set(re.findall(rf"trial (\S+) start on tuner{index}\b", search.logs(f"tuner{index}")))
+        logged = set(re.findall(rf"^\S+ tuner{index} INFO trial (\S+) start$", search.logs(f"tuner{index}"), re.MULTILINE))
         assert mine and logged == mine, (index, mine, logged, search.logs(f"tuner{index}")[-3000:])
     # Written by the containers' user (uid 1000), on the bind-mounted volume.
     assert (search.run_dir / "results.json").stat().st_uid == 1000
