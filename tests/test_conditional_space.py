@@ -111,9 +111,12 @@ def test_a_conditional_hypermodel_is_searched_narrowed_and_searched_again(search
     assert "KeyError" not in second.all_logs()
     trials = trial_files(second.run_dir)
     trained = {tid: t for tid, t in trials.items() if not tid.startswith("w")}
-    # The narrowed space may hold fewer new points than the budget: the oracle stops when it has tried them.
-    assert 1 <= len(trained) <= 3 and all(t["status"] == "COMPLETED" for t in trained.values()), trials
-    definitions = parse_space(trials[sorted(trained)[-1]]["hyperparameters"]["space"])
+    # The narrowed space may hold fewer new points than the budget: the oracle stops when it has tried them. Which
+    # trials are the top 3 depends on training, so it may hold none beyond the seeded ones: completed, nothing trained.
+    assert len(trained) <= 3 and all(t["status"] == "COMPLETED" for t in trained.values()), trials
+    if not trained:
+        assert "nothing new to train" in second.log("chief"), second.all_logs()
+    definitions = parse_space(trials[sorted(trials)[-1]]["hyperparameters"]["space"])
     assert definitions["units_b"].conditions == (("arch", ("small",)), ("depth", (2,)))  # the condition kept through the chief
     narrowed = apply_overrides(definitions, parse_config(stage2).space)
     for tid, trial in trained.items():

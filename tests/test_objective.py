@@ -193,3 +193,17 @@ def test_a_search_whose_space_ran_out_says_so() -> None:
     progress.exhausted = True
     state, message = progress.conclusion()
     assert state == "completed" and message.endswith("the space has no untried configuration left, so fewer trials ran than max_trials")
+
+
+def test_a_warm_start_that_fills_the_space_is_completed_not_failed() -> None:
+    """`narrow` around few configurations, and a seeded run whose space is all seeded: nothing to train is not a failure."""
+    from tuner_job.progress import SearchProgress
+
+    progress = SearchProgress(Objective("val_loss", "min"), max_consecutive_failed_trials=3)
+    progress.seeded = 3
+    progress.scoreboard.offer("w0", 0.4)
+    progress.exhausted = True
+    state, message = progress.conclusion()
+    assert state == "completed" and "no configuration beyond the 3 seeded trials" in message and "0.4" in message, message
+    progress.exhausted = False  # stopped for another reason with nothing trained: still failed
+    assert progress.conclusion()[0] == "failed"

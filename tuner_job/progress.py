@@ -112,9 +112,18 @@ class SearchProgress:
 
         A search whose every trial failed (fewer of them than the failure
         limit) is "failed", never "completed": its exit code is 1, not 0. A
-        search whose space ran out first says so.
+        search whose space ran out first says so; one whose warm start left
+        no untried configuration at all (nothing trained, nothing failed) is
+        "completed", and says that.
         """
         board = self.scoreboard
+        if board.completed == 0 and board.failed == 0 and self.seeded and self.exhausted:
+            # A warm start whose seeded trials already fill the narrowed space: nothing new to train, nothing failed.
+            best = "none" if board.best is None else board.best_text()
+            return "completed", (
+                f"the space holds no configuration beyond the {self.seeded} seeded trials: nothing new to train; "
+                f"best {self.objective.name} {best}"
+            )
         if board.completed == 0:
             last = f"; the last was trial {self.last_failed} (its error is in errors/trial_{self.last_failed}.txt)" if self.last_failed else ""
             return "failed", f"no trial completed ({board.failed} failed{last})"
