@@ -52,7 +52,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input-sizes", type=int, nargs="+", default=[200, 3000, 12000], help="images per folder for the input benchmark")
     p.add_argument("--input-size", type=int, nargs=2, default=(600, 200), metavar=("HEIGHT", "WIDTH"))
     p.add_argument("--parallel-workers", type=int, nargs="+", default=[1, 4, 16, 64], help="M, workers per simulated search")
-    p.add_argument("--parallel-seeds", type=int, default=5)
+    p.add_argument("--parallel-seeds", type=int, default=5, help="seeds per (Bayesian oracle, M): minutes each")
+    p.add_argument("--parallel-fast-seeds", type=int, default=40, help="seeds per (other algorithm, M): seconds each")
     p.add_argument("--per-worker-epochs", type=int, default=384, help="asha, stock Hyperband and random: budget = this x M epochs")
     p.add_argument("--bayesian-trials", type=int, default=60, help="the two Bayesian oracles' budget, in full trials")
     args = p.parse_args(argv)
@@ -62,6 +63,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.demo_workers, args.demo_trials, args.demo_epochs, args.demo_per_class = 1, 2, 1, 8
         args.input_sizes, args.input_size = [64, 128], (60, 20)
         args.parallel_workers, args.parallel_seeds, args.per_worker_epochs, args.bayesian_trials = [1, 4], 1, 60, 12
+        args.parallel_fast_seeds = 1
     return args
 
 
@@ -122,10 +124,11 @@ def run_parallel(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     from bench import parallel
 
     configs = parallel.plan(
-        args.parallel_workers, args.parallel_seeds, per_worker_epochs=args.per_worker_epochs,
-        bayesian_trials=args.bayesian_trials,
+        args.parallel_workers, args.parallel_seeds, fast_seeds=args.parallel_fast_seeds,
+        per_worker_epochs=args.per_worker_epochs, bayesian_trials=args.bayesian_trials,
     )
-    log(f"parallel: {len(configs)} simulated searches (M = {', '.join(map(str, args.parallel_workers))}; {args.parallel_seeds} seeds)")
+    log(f"parallel: {len(configs)} simulated searches (M = {', '.join(map(str, args.parallel_workers))}; "
+        f"{args.parallel_seeds} seeds for the Bayesian oracles, {args.parallel_fast_seeds} for the others)")
     return parallel.run_parallel(configs, log=log)
 
 

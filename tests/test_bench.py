@@ -246,6 +246,35 @@ def test_parallel_simulation_tiny() -> None:
     assert asha["utilisation"] > one_iteration["utilisation"]
 
 
+def test_parallel_plan_gives_the_fast_algorithms_more_seeds() -> None:
+    from bench import parallel
+
+    configs = parallel.plan([16], 2, fast_seeds=7)
+    seeds = {a: sorted(c.seed for c in configs if c.algorithm == a) for a in parallel.ALGORITHMS}
+    assert seeds["stock_bayesian"] == seeds["our_bayesian"] == [0, 1]
+    assert seeds["asha"] == seeds["stock_hyperband"] == list(range(7))
+
+
+def test_time_to_target_ratio_reports_its_spread() -> None:
+    """The asha-vs-Hyperband ratio comes with what 5-seed blocks and a bootstrap say (and an unreached target is infinitely late)."""
+    from bench.parallel_report import parallel_targets
+
+    def records(algorithm: str, times: list[float | None]) -> list[dict]:
+        return [{"algorithm": algorithm, "M": 16, "seed": s, "time_to_target": t, "best_at_budget": -3.0, "utilisation": 0.97}
+                for s, t in enumerate(times)]
+
+    stock = [200.0] * 5 + [100.0] * 5
+    ours = [100.0] * 4 + [None] + [100.0] * 5
+    added: dict[str, tuple] = {}
+    parallel_targets(records("asha", ours) + records("stock_hyperband", stock),
+                     lambda name, value, bound, met: added.__setitem__(name.strip(), (value, met)))
+    ratio = next(v for k, v in added.items() if k.startswith("asha time to target at M=16"))
+    assert ratio == (pytest.approx(1.5), True)  # medians 150 / 100
+    assert added["the same ratio over each block of 5 seeds (2 blocks)"][0] == "1.00-2.00"
+    low, high = map(float, added["its 95% bootstrap interval"][0].split("-"))
+    assert 0.5 <= low < 1.5 < high <= 2.0
+
+
 def test_cli_parallel_section_writes_its_records(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     results, stdout = _bench_cli("parallel", out, timeout=300)
