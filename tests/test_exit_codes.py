@@ -12,6 +12,7 @@ file or value (Typer prints its own box), nothing on the shared volume changed.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,27 @@ def test_the_chief_and_the_workers_exit_2_on_bad_input(case: str, shared: Path, 
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and line in errors[0] and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert snapshot(shared) == before
+
+
+@pytest.mark.slow
+def test_a_worker_lists_the_data_folder_only_before_a_chief_has_prepared_it(shared: Path, tmp_path: Path) -> None:
+    """Once a cache is prepared for the search's settings, a worker opens it without listing the folder
+    (seconds per worker on a large network volume); before that it checks the layout at once."""
+    from tuner_job.data import load_image_folder
+
+    config_path = _config(tmp_path, chief_wait_seconds=3, data_wait_seconds=0)
+    config = yaml.safe_load(Path(config_path).read_text())
+    folder = shared / config["data"]
+    load_image_folder(folder, tuple(config["image_size"]), 0.2, 42)  # as the chief does, with the defaults
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for extra in classes[1:]:
+        shutil.rmtree(extra)  # now a one-class folder: a listing says so
+    env = {**os.environ, **process_env(worker_id(0), "127.0.0.1", free_port(), config_path, str(shared)), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    waited = subprocess.run([sys.executable, "-m", "tuner_job"], env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert waited.returncode == 3, waited.stderr[-2000:]  # no listing: it waited for a chief (none runs)
+    assert ONE_CLASS not in waited.stderr
+
+    shutil.rmtree(folder / ".cache")
+    listed = subprocess.run([sys.executable, "-m", "tuner_job"], env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert listed.returncode == 2 and ONE_CLASS in listed.stderr, listed.stderr[-2000:]

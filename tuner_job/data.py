@@ -41,7 +41,7 @@ import numpy as np
 from tuner_job.errors import DataError
 from tuner_job.layout import atomic_write_json, read_json
 
-__all__ = ["Dataset", "list_image_folder", "load_image_folder", "load_prepared", "IMAGE_SUFFIXES"]
+__all__ = ["Dataset", "list_image_folder", "load_image_folder", "load_prepared", "is_prepared", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger("tuner_job.data")
 
@@ -329,8 +329,24 @@ def load_prepared(folder: Path, image_size: tuple[int, int], validation_split: f
     with them), it is `load_image_folder`. Arguments, result and errors as
     `load_image_folder`'s.
     """
-    recorded = read_json(_prepared_file(folder, image_size, validation_split, seed)) or {}
-    target = folder / ".cache" / str(recorded.get("key", ""))
-    if recorded.get("key") and (target / "meta.json").is_file():
+    target = _recorded_cache(folder, image_size, validation_split, seed)
+    if target is not None:
         return _load(target)
     return load_image_folder(folder, image_size, validation_split, seed)
+
+
+def is_prepared(folder: Path, image_size: tuple[int, int], validation_split: float, seed: int) -> bool:
+    """Whether a chief has prepared, and so checked, a cache of `folder` for these settings.
+
+    A worker lists the folder to stop at once on a bad layout only when this
+    is False (the first start of a search, while its chief decodes): listing
+    a large folder on a network volume takes seconds per worker, and the
+    chief, which lists it at every start, is the one to say it changed.
+    """
+    return _recorded_cache(folder, image_size, validation_split, seed) is not None
+
+
+def _recorded_cache(folder: Path, image_size: tuple[int, int], validation_split: float, seed: int) -> Path | None:
+    recorded = read_json(_prepared_file(folder, image_size, validation_split, seed)) or {}
+    target = folder / ".cache" / str(recorded.get("key", ""))
+    return target if recorded.get("key") and (target / "meta.json").is_file() else None

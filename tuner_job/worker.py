@@ -41,15 +41,16 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
         SearchFailedError: the chief says the search failed (exit 1).
         ChiefUnreachableError: no chief answered for `chief_wait_seconds` (exit 3).
     """
-    from tuner_job.data import list_image_folder, load_prepared
+    from tuner_job.data import is_prepared, list_image_folder, load_prepared
     from tuner_job.hypermodels import load_hypermodel
     from tuner_job.input_pipeline import make_datasets
 
     resolve_objective(config.objective, config.objective_direction)  # as the chief does: fail before waiting for it
     folder = paths.shared_dir / config.data
-    if folder.is_dir():
-        # A bad layout stops this worker now (a folder still to come is the chief's to wait for). A listing,
-        # once per process: the data themselves come from the cache the chief prepared (`load_prepared`).
+    if folder.is_dir() and not is_prepared(folder, config.image_size, config.validation_split, config.seed):
+        # A bad layout stops this worker now, not after its chief has decoded (a folder still to come is
+        # the chief's to wait for). Once a chief has prepared the cache it has checked the folder, and
+        # the data come from that cache (`load_prepared`): no worker lists the folder again.
         list_image_folder(folder)
 
     # tf.data is shuffled already; Keras warns that its own shuffle is ignored.
