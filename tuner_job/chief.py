@@ -17,14 +17,14 @@ import yaml
 from tuner_job import _kt, _kt_state, stopping
 from tuner_job.chief_lease import ChiefLease, Fence
 from tuner_job.chief_startup import bind_error, set_phase, start_startup_health, stop_startup_health, wait_for_dataset
-from tuner_job.config import SearchConfig, dump_config, load_config
+from tuner_job.config import SearchConfig, dump_config
 from tuner_job.devices import configure_threads
 from tuner_job.env import Role
 from tuner_job.errors import ConfigError, SearchFailedError
 from tuner_job.layout import WARM_PREFIX, WARM_START_LABEL, RunPaths, atomic_write_text, publish_file, read_json
 from tuner_job.objective import Objective, resolve_objective
 from tuner_job.oracle_server import OracleServer
-from tuner_job.prepare import prepare_search
+from tuner_job.prepare import prepare_search, saved_config
 from tuner_job.results import leaderboard_text, write_results
 from tuner_job.trial_runner import format_values, public_values
 
@@ -105,20 +105,13 @@ def _prepare_run(config: SearchConfig, paths: RunPaths, fresh: bool, fence: Fenc
             else:
                 child.unlink()
     paths.root.mkdir(parents=True, exist_ok=True)
-    previous = _saved_config(paths)
+    previous = saved_config(paths)
     if previous is not None and previous != config:
         # What `prepare.check_resume` lets through takes effect now; say what.
         changed = [key for key in SearchConfig.model_fields if getattr(previous, key) != getattr(config, key)]
         changes = ", ".join(f"{key} {getattr(previous, key)!r} -> {getattr(config, key)!r}" for key in changed)
         log.info("run %s resumes with a changed config (%s): the new values take effect", config.run, changes)
     atomic_write_text(paths.config, dump_config(config))
-
-
-def _saved_config(paths: RunPaths) -> SearchConfig | None:
-    try:
-        return load_config(paths.config) if paths.config.is_file() else None
-    except ConfigError:
-        return None
 
 
 def _seed_warm_start(config: SearchConfig, server: OracleServer, oracle: Any, warm: list[Any]) -> None:

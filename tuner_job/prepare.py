@@ -36,6 +36,7 @@ __all__ = [
     "load_warm_trials",
     "resume_conflicts",
     "check_resume",
+    "saved_config",
     "has_state",
     "prepare_search",
     "logged_metrics",
@@ -146,6 +147,18 @@ def resume_conflicts(saved: SearchConfig, new: SearchConfig) -> list[str]:
     return changed
 
 
+def saved_config(paths: RunPaths) -> SearchConfig | None:
+    """The config the run last started with (`runs/<run>/search.yaml`), or None.
+
+    None also when the file is gone or another version wrote it (nothing to
+    compare against: the launch's config is then written over it).
+    """
+    try:
+        return load_config(paths.config) if paths.config.is_file() else None
+    except ConfigError:
+        return None
+
+
 def check_resume(config: SearchConfig, paths: RunPaths, fresh: bool) -> None:
     """Refuse to resume a run with a config that its saved state would silently ignore.
 
@@ -158,12 +171,9 @@ def check_resume(config: SearchConfig, paths: RunPaths, fresh: bool) -> None:
     Raises:
         ConfigError: `FIXED_ON_RESUME` keys differ from the run's `search.yaml`.
     """
-    if fresh or not has_state(paths) or not paths.config.is_file():
+    saved = None if fresh or not has_state(paths) else saved_config(paths)
+    if saved is None:
         return
-    try:
-        saved = load_config(paths.config)
-    except ConfigError:
-        return  # written by another version: nothing to compare against
     changed = resume_conflicts(saved, config)
     if changed:
         raise ConfigError(
