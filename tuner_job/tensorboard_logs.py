@@ -109,9 +109,14 @@ def _merge(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> tuple[Any, .
 
 
 def _other_runs(paths: RunPaths) -> list[tuple[dict[str, Hyperparameter], Objective | None]]:
-    """The spaces and objectives of the other runs on the volume, as their trials record them."""
+    """The spaces and objectives of the other runs on the volume, as their trials record them.
+
+    From each run's journal (one file, whose lines are the ended trials'
+    documents), not its trials' files: a chief starts on a volume of many runs
+    of thousands of trials. A run without a journal is read trial by trial.
+    """
     from tuner_job.space_model import space_from_trials
-    from tuner_job.trials import read_objective, read_trials
+    from tuner_job.trials import read_journal, read_objective, read_trials
 
     found = []
     for tuner in sorted(paths.runs_dir.glob("*/tuner")):
@@ -119,8 +124,9 @@ def _other_runs(paths: RunPaths) -> list[tuple[dict[str, Hyperparameter], Object
         if other.run == paths.run:
             continue
         try:
-            space = space_from_trials(list(read_trials(other).trials.values()))
-            objective: Objective | None = read_objective(other)
+            trials = read_journal(other.journal).entries or read_trials(other).trials
+            space = space_from_trials(trials.values())
+            objective: Objective | None = read_objective(other, trials)
         except Exception:  # a run another version wrote, or half-deleted: it only widens the table
             continue
         found.append((space, objective))
