@@ -68,7 +68,7 @@ results: install ## Print the leaderboard of the demo run.
 
 .PHONY: test
 test: install tools ## Run the whole test suite: unit, integration, chart, then test-containers.
-	$(BIN)/pytest -q -m "not containers"
+	$(BIN)/pytest -q --durations=15 -m "not containers"
 	$(MAKE) --no-print-directory test-containers
 
 .PHONY: test-containers
