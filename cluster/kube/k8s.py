@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from cluster.errors import LauncherError
+from cluster.errors import BadInputError, LauncherError
 from cluster.kube.release import selector
 from cluster.kube.status import newest_pod
 
@@ -225,7 +225,7 @@ class Cluster:
 def connect(namespace: str, context: str, server: str = "") -> Cluster:
     """Bind the APIs to `context` of the kubeconfig (or the pod's service account) and `namespace`.
 
-    Raises LauncherError when the kubeconfig cannot be loaded for that context.
+    Raises BadInputError (exit 2) when the kubeconfig cannot be loaded for that context.
     """
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
@@ -241,7 +241,7 @@ def connect(namespace: str, context: str, server: str = "") -> Cluster:
                 )
         except (ConfigException, OSError, TypeError, ValueError) as exc:
             detail = " ".join((str(exc) or "; ".join(logged)).split())[:200]
-            raise LauncherError(f"cannot use kubeconfig context {context!r}: {detail}") from None
+            raise BadInputError(f"cannot use kubeconfig context {context!r}: {detail}") from None
     configuration.retries = False  # one attempt: the pre-flight says what is wrong, at once
     api = client.ApiClient(configuration)
     return Cluster(

@@ -63,8 +63,12 @@ def kube_contexts() -> tuple[dict[str, dict[str, Any]], str | None]:
     """The kubeconfig's contexts `{name: {"cluster": ..., "server": ...}}` and the current one.
 
     Merges the files of KUBECONFIG as kubectl does: the first file that names
-    a context, a cluster or the current context wins. Raises LauncherError
-    when there is no kubeconfig at all.
+    a context, a cluster or the current context wins.
+
+    Raises:
+        BadInputError: (exit 2) no kubeconfig file exists where KUBECONFIG or
+            ~/.kube/config says (the line names each path looked at), or one
+            cannot be read or is not a kubeconfig.
     """
     paths = [p for p in kubeconfig_path().split(os.pathsep) if p]
     contexts: dict[str, dict[str, Any]] = {}
@@ -79,9 +83,9 @@ def kube_contexts() -> tuple[dict[str, dict[str, Any]], str | None]:
             continue
         except (OSError, yaml.YAMLError) as exc:
             reason = " ".join(str(exc).split())[:160]
-            raise LauncherError(f"cannot read the kubeconfig {path}: {reason}") from None
+            raise BadInputError(f"cannot read the kubeconfig {path}: {reason}") from None
         if not isinstance(config, dict):
-            raise LauncherError(f"cannot read the kubeconfig {path}: not a kubeconfig")
+            raise BadInputError(f"cannot read the kubeconfig {path}: not a kubeconfig")
         read.append(path)
         for entry in config.get("clusters") or []:
             servers.setdefault(entry.get("name", ""), (entry.get("cluster") or {}).get("server", ""))
@@ -89,13 +93,20 @@ def kube_contexts() -> tuple[dict[str, dict[str, Any]], str | None]:
             contexts.setdefault(entry.get("name", ""), {"cluster": (entry.get("context") or {}).get("cluster", "")})
         current = current or config.get("current-context") or None
     if not read:
-        raise LauncherError(
-            f"no kubeconfig ({kubeconfig_path()}); `tunectl up` creates a local kind cluster and its context, "
-            "or point KUBECONFIG at your cluster's config"
-        )
+        raise BadInputError(_no_kubeconfig([os.path.expanduser(p) for p in paths]))
     for entry in contexts.values():
         entry["server"] = servers.get(entry["cluster"], "")
     return contexts, current
+
+
+def _no_kubeconfig(looked_at: list[str]) -> str:
+    """The one line for a missing kubeconfig: what to set, and every path looked at."""
+    where = ", ".join(looked_at) or "nothing"
+    if os.environ.get("KUBECONFIG"):
+        what = "KUBECONFIG names no file that exists"
+    else:
+        what = "set KUBECONFIG or create ~/.kube/config"
+    return f"no Kubernetes config: {what} (looked at {where}); `tunectl up` creates a local kind cluster and its context"
 
 
 def _names(contexts: dict[str, Any]) -> str:
@@ -112,7 +123,7 @@ def resolve_context(context: str | None) -> tuple[str, str]:
         return "in-cluster", f"https://{host}:{port}"
     contexts, current = kube_contexts()
     if not contexts:
-        raise LauncherError(f"the kubeconfig ({kubeconfig_path()}) has no contexts; `tunectl up` creates a local kind cluster")
+        raise BadInputError(f"the kubeconfig ({kubeconfig_path()}) has no contexts; `tunectl up` creates a local kind cluster and its context")
     name = context or current
     if name is None:
         raise BadInputError(

@@ -98,14 +98,47 @@ def test_an_unknown_context_is_named_with_the_ones_that_exist(fake_api, tmp_path
     assert fake_api.requests == [], "nothing is asked of a cluster that was not named"
 
 
-def test_no_kubeconfig_points_at_tunectl_up(fake_tools, tmp_path):
-    result = runner.invoke(app, ["undeploy"])
+@pytest.mark.parametrize("where", ["KUBECONFIG", "KUBECONFIG list", "empty HOME", "no HOME"])
+def test_every_verb_without_a_kubeconfig_names_what_is_missing_and_exits_2(fake_tools, tmp_path, monkeypatch, where):
+    """No cluster here: KUBECONFIG at missing files, or no KUBECONFIG and a HOME without ~/.kube/config."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    if where == "KUBECONFIG":
+        looked_at = [str(tmp_path / "no-kubeconfig")]
+        what = "KUBECONFIG names no file that exists"
+    elif where == "KUBECONFIG list":
+        looked_at = [str(tmp_path / "a"), str(tmp_path / "b")]
+        monkeypatch.setenv("KUBECONFIG", os.pathsep.join(looked_at))
+        what = "KUBECONFIG names no file that exists"
+    else:
+        monkeypatch.delenv("KUBECONFIG")
+        if where == "no HOME":
+            monkeypatch.setenv("HOME", "")
+        looked_at = [os.path.expanduser("~/.kube/config")]
+        what = "set KUBECONFIG or create ~/.kube/config"
+    for verb in _verbs(tmp_path / where):
+        result = runner.invoke(app, verb)
+        assert result.exit_code == 2, (verb, result.output)
+        assert result.output.strip().splitlines() == [
+            f"error: no Kubernetes config: {what} (looked at {', '.join(looked_at)}); "
+            "`tunectl up` creates a local kind cluster and its context"
+        ], verb
+    assert fake_tools.calls() == [], "no tool runs without a cluster to run against"
 
-    assert result.exit_code == 1
-    assert result.output.strip() == (
-        f"error: no kubeconfig ({tmp_path / 'no-kubeconfig'}); `tunectl up` creates a local kind cluster and its context, "
-        "or point KUBECONFIG at your cluster's config"
-    )
+
+@pytest.mark.parametrize("content", ["", "- not\n- a mapping\n", "clusters: [\n"])
+def test_an_empty_or_unreadable_kubeconfig_is_one_line_and_exit_2(fake_tools, tmp_path, monkeypatch, content):
+    config = tmp_path / "kubeconfig"
+    config.write_text(content)
+    monkeypatch.setenv("KUBECONFIG", str(config))
+
+    result = runner.invoke(app, ["status"])
+
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(config) in lines[0], result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_missing_release_is_named_with_the_next_step(fake_api, tmp_path):

@@ -151,9 +151,9 @@ def test_status_without_a_kubeconfig_is_one_line(tmp_path, monkeypatch):
 
     result = CliRunner().invoke(app, ["status"])
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: no kubeconfig"), result.output
+    assert len(lines) == 1 and lines[0].startswith(f"error: no Kubernetes config: KUBECONFIG names no file that exists (looked at {tmp_path / 'missing'})")
     assert "`tunectl up`" in lines[0]
 
 
