@@ -37,13 +37,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cluster import local_signals
 from cluster.child_guard import guarded
+from cluster.console import make_console
 from tuner_job.config import SearchConfig, dump_config
 from tuner_job.contract import CHIEF_ID, ENV_LAUNCHER, TENSORBOARD_PORT, process_env, worker_id
 from tuner_job.errors import EXIT_BAD_INPUT, EXIT_LEASE_LOST, EXIT_OK, EXIT_SEARCH_FAILED
 from tuner_job.layout import RunPaths, read_json
 from tuner_job.progress import trials_done_of_max
 
-__all__ = ["LocalSearch", "free_port", "make_console"]
+__all__ = ["LocalSearch", "free_port"]
 
 # Lines TensorFlow prints at every start that tell a user nothing.
 _NOISE = re.compile(
@@ -57,12 +58,6 @@ _NOISE = re.compile(
 )
 _COLOURS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
 _WORKERS_AFTER_CHIEF = 60.0  # seconds the workers get to leave once the chief exited with its verdict
-
-
-def make_console() -> Console:
-    """Wide enough for a log line and the leaderboard when piped to a file."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
 
 
 def free_port() -> int:

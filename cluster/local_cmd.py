@@ -17,8 +17,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cluster.console import make_console
 from cluster.errors import BadInputError, LauncherError, user_errors
-from cluster.local import LocalSearch, make_console
+from cluster.local import LocalSearch
 from cluster.local_tensorboard import KeepTensorBoard
 from tuner_job.config import SearchConfig, dump_config
 from tuner_job.contract import ENV_SHARED_DIR, TENSORBOARD_PORT

@@ -78,7 +78,7 @@ def narrow_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Shrink a run's search space around its best trials and write the next stage's search.yaml."""
-    from rich.console import Console
+    from cluster.console import make_console
 
     with user_errors():
         if out.exists() and not force:
@@ -86,7 +86,7 @@ def narrow_command(
         result, config = narrow_run(
             shared_dir, run, top_k=top, quantile=quantile, out=out, new_run=new_run, tuner=tuner, max_trials=max_trials
         )
-        console = Console(width=max(120, Console().width))
+        console = make_console()
         wanted = top if top is not None else (None if quantile is not None else DEFAULT_TOP)
         if wanted is not None and len(result.top_ids) < wanted:
             flag = f"--top {top}" if top is not None else f"the default --top {DEFAULT_TOP}"

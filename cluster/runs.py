@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cluster.console import make_console
 from cluster.errors import BadInputError
 from tuner_job.layout import RunPaths
 from tuner_job.objective import Objective
@@ -63,7 +64,7 @@ def leaderboard_table(records: list[TrialRecord], objective: str, title: str, to
 
 def print_leaderboard(paths: RunPaths, top: int = 10, console: Console | None = None) -> list[TrialRecord]:
     """Print the run's leaderboard (its `top` best trials) with its state; return every trial, ranked."""
-    console = console or Console()
+    console = console or make_console()
     records, objective = load_ranked(paths)
     status = read_status(paths)
     state = status.get("state", "unknown")

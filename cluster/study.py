@@ -68,7 +68,8 @@ def run_study(
 
     `keep_tensorboard`: leave TensorBoard up after the search until Ctrl-C (`cluster.local_tensorboard`).
     """
-    from cluster.local import LocalSearch, make_console
+    from cluster.console import make_console
+    from cluster.local import LocalSearch
     from cluster.local_cmd import check_inputs
     from cluster.local_tensorboard import report_then_serve
 

@@ -106,21 +106,11 @@ def images(
 
 def doctor() -> None:
     """Check docker (its engine and image store), kind, kubectl, helm, and the optional NVIDIA pieces."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from cluster.kube.doctor import run_checks
+    from cluster.console import make_console
+    from cluster.kube.doctor import print_report, run_checks
 
     checks = run_checks()
-    table = Table(title="tunectl doctor", title_justify="left")
-    for column in ("tool", "status", "found / version", "fix"):
-        table.add_column(column, overflow="fold")
-    for check in checks:
-        mark = "ok" if check.ok else ("MISSING" if check.required else "warning")
-        table.add_row(check.tool, mark, check.detail, check.fix)
-    console = Console()
-    # Piped or captured output would wrap the fixes at 80 columns; keep URLs whole.
-    (console if console.is_terminal else Console(width=200)).print(table)
+    print_report(checks, make_console())
     missing = [c.tool for c in checks if c.required and not c.ok]
     if missing:
         typer.echo(f"error: missing or not working: {', '.join(missing)}", err=True)

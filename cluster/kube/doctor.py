@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cluster.errors import LauncherError
 from cluster.kube.tools import find_tool, run_tool
 
-__all__ = ["Check", "project_engine_host", "run_checks"]
+__all__ = ["Check", "print_report", "project_engine_host", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +130,29 @@ def run_checks() -> list[Check]:
         Check("nvidia runtime", False, "unknown: docker engine not answering", _FIXES["nvidia runtime"], False)
     ]
     return checks
+
+
+def print_report(checks: list[Check], console: Any) -> None:
+    """The checks as a table (tool, status, what was found), then each fix under it, folded to the console's width.
+
+    The fixes sit below the table rather than in a fourth column: at 80
+    columns a column of long commands and URLs would fold every word.
+    """
+    from rich.table import Table
+
+    table = Table(title="tunectl doctor", title_justify="left")
+    for column in ("tool", "status", "found / version"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        table.add_row(check.tool, "ok" if check.ok else ("MISSING" if check.required else "warning"), check.detail)
+    console.print(table, markup=False, highlight=False)
+    fixes = [check for check in checks if not check.ok and check.fix]
+    if not fixes:
+        return
+    console.print("to fix:", highlight=False)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for check in fixes:
+        grid.add_row(f"  {check.tool}", check.fix)
+    console.print(grid, markup=False, highlight=False)

@@ -100,8 +100,7 @@ def status(
     context: Context = None,
 ) -> None:
     """The search's Jobs, pods and volume, and its progress: trials done of max, best so far."""
-    from rich.console import Console
-
+    from cluster.console import make_console
     from cluster.kube.status import claim_names, pending_claim_line, progress_rows, status_tables, worker_count_line
 
     with user_errors():
@@ -111,7 +110,7 @@ def status(
         if shared_dir is None:
             shared_dir = _kind_folder(pf.context)
         progress = progress_rows(shared_dir, run) if shared_dir is not None and shared_dir.is_dir() else None
-        console = Console()
+        console = make_console()
         if not jobs and not pods:
             console.print(f"no Jobs or pods for release {release_name!r} in namespace {namespace!r}.")
         for table in status_tables(jobs, pods, progress):

@@ -210,8 +210,9 @@ def verify(
     context: Context = None,
 ) -> None:
     """Check that this cluster can run the search with these values (storage, data, GPUs, images), before a deploy."""
-    from rich.console import Console
     from rich.table import Table
+
+    from cluster.console import make_console
 
     with user_errors():
         pf = preflight(release_name, namespace, context, need_release=False)
@@ -227,8 +228,7 @@ def verify(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row.check, row.status, row.detail, row.fix)
-    console = Console()
-    (console if console.is_terminal else Console(width=200)).print(table)
+    make_console().print(table)
     failed = [row.check for row in rows if row.status == "FAIL"]
     if failed:
         typer.echo(f"error: this cluster is not ready: {', '.join(failed)}", err=True)

@@ -38,7 +38,7 @@ def test_doctor_without_kind_names_it_with_the_fix(fake_tools):
     assert result.exit_code == 1, result.output
     kind_line = next(line for line in result.output.splitlines() if "│ kind" in line)
     assert "MISSING" in kind_line and "not found" in kind_line, result.output
-    assert "https://kind.sigs.k8s.io/docs/user/quick-start/#installation" in kind_line
+    assert _fix(result.output, "kind") == "installkind:https://kind.sigs.k8s.io/docs/user/quick-start/#installation", result.output
     assert "error: missing or not working: kind" in result.output
 
 
@@ -113,6 +113,39 @@ def _cells(output: str, tool: str) -> str:
     return "|".join("".join("".join(part.split()) for part in column) for column in columns)
 
 
+def _fix(output: str, tool: str) -> str:
+    """The fix doctor prints under its table for `tool`, its folded lines joined and every space removed."""
+    lines = output.splitlines()
+    start = lines.index("to fix:")
+    first = next(i for i in range(start + 1, len(lines)) if lines[i].startswith(f"  {tool}  "))
+    indent = len(lines[first]) - len(lines[first][len(f"  {tool}") :].lstrip())
+    parts = [lines[first][indent:]]
+    for line in lines[first + 1 :]:
+        if not line.startswith(" " * indent) or not line.strip():  # the next tool's fix, or the end
+            break
+        parts.append(line)
+    return "".join("".join(part.split()) for part in parts)
+
+
+@pytest.mark.parametrize("columns", [80, 100, 200])
+def test_doctor_fits_the_width_columns_gives(fake_tools, monkeypatch, columns):
+    """The fault: doctor printed 200 columns whatever COLUMNS said, so an 80-column terminal wrapped every row."""
+    _all_tools(fake_tools)
+    (fake_tools.bin / "kind").unlink()
+    monkeypatch.setenv("COLUMNS", str(columns))
+
+    result = runner.invoke(app, ["doctor"])
+
+    assert result.exit_code == 1, result.output
+    too_wide = [line for line in result.output.splitlines() if len(line.rstrip()) > columns]
+    assert not too_wide, "\n".join(too_wide)
+    # Nothing is cut: every fix is there whole, folded at most.
+    assert _fix(result.output, "kind") == "installkind:https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+    assert "nvidia-ctkruntimeconfigure--runtime=docker--set-as-default" in _fix(result.output, "nvidia runtime")
+    if columns >= 100:  # a URL that fits is never broken
+        assert "https://kind.sigs.k8s.io/docs/user/quick-start/#installation" in result.output
+
+
 def test_doctor_names_the_projects_engine_when_docker_host_points_at_it(fake_tools, monkeypatch, tmp_path):
     _all_tools(fake_tools)
     monkeypatch.setenv("KTC_ENGINE_RUN", str(tmp_path))
@@ -122,7 +155,7 @@ def test_doctor_names_the_projects_engine_when_docker_host_points_at_it(fake_too
 
     assert result.exit_code == 0, result.output
     engine = _cells(result.output, "docker engine")
-    assert f"|ok|server28.2.2atDOCKER_HOST=unix://{tmp_path}/docker.sock(theproject'sengine)|" in engine, result.output
+    assert engine.endswith(f"|ok|server28.2.2atDOCKER_HOST=unix://{tmp_path}/docker.sock(theproject'sengine)"), result.output
 
 
 def test_doctor_points_at_the_running_project_engine_when_docker_host_is_unset(fake_tools, monkeypatch, tmp_path):
@@ -135,7 +168,7 @@ def test_doctor_points_at_the_running_project_engine_when_docker_host_is_unset(f
     result = runner.invoke(app, ["doctor"])
 
     assert result.exit_code == 1, result.output
-    assert f"theproject'sengineruns:exportDOCKER_HOST=unix://{tmp_path}/docker.sock" in _cells(result.output, "docker engine")
+    assert f"theproject'sengineruns:exportDOCKER_HOST=unix://{tmp_path}/docker.sock" in _fix(result.output, "docker engine")
 
 
 @pytest.mark.parametrize("run_dir", [None, "/tmp/ktc-elsewhere"])

@@ -153,7 +153,8 @@ def test_status_without_a_kubeconfig_is_one_line(tmp_path, monkeypatch):
 
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: no Kubernetes config: KUBECONFIG names no file that exists (looked at {tmp_path / 'missing'})")
+    expected = f"error: no Kubernetes config: KUBECONFIG names no file that exists (looked at {tmp_path / 'missing'})"
+    assert len(lines) == 1 and lines[0].startswith(expected), result.output
     assert "`tunectl up`" in lines[0]
 
 
