@@ -7,6 +7,7 @@ validates `values.search` in the Helm chart (its JSON schema is generated from
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "dump_config",
+    "hypermodel_file",
+    "resolve_hypermodel_path",
 ]
 
 TUNERS = ("random", "hyperband", "bayesian", "grid", "asha")
@@ -115,7 +118,11 @@ class SearchConfig(_Strict):
     data: str = Field("data/toonvision", description="Image folder <class>/*.png|jpg, relative to the shared volume.")
     image_size: tuple[int, int] = Field((600, 200), description="Height, width the images are resized to.")
     validation_split: float = Field(0.2, gt=0.0, lt=1.0)
-    hypermodel: str = Field("toonvision", description='Built-in name, "package.module:function" or "path/file.py:function".')
+    hypermodel: str = Field(
+        "toonvision",
+        description='Built-in name, "package.module:function" or "path/file.py:function" '
+        "(a relative path is resolved against the folder of the config file).",
+    )
     space: dict[str, SpaceOverride] = Field(default_factory=dict, description="Per-hyperparameter overrides that narrow the space.")
     tuner: Literal["random", "hyperband", "bayesian", "grid", "asha"] = "random"
     objective: str = "val_loss"
@@ -227,8 +234,41 @@ def parse_config(data: Any, source: str = "search.yaml") -> SearchConfig:
         raise ConfigError(f"{source}: {_describe(errors[0])}") from None
 
 
+def hypermodel_file(spec: str) -> tuple[str, str] | None:
+    """(file, name) of a `path/file.py:name` hypermodel spec; None for a built-in name or `package.module:name`."""
+    target, sep, name = spec.rpartition(":")
+    return (target, name) if sep and target.endswith(".py") else None
+
+
+def resolve_hypermodel_path(config: SearchConfig, base_dir: Path) -> SearchConfig:
+    """The config with a relative `path/file.py:name` hypermodel made absolute against `base_dir`.
+
+    As docker-compose and Helm resolve their files: against the folder of the
+    config file that names the path, not the current directory, so the chief,
+    the workers and `tunectl` (each with its own working directory) load the
+    same file, and the run's copy (`runs/<run>/search.yaml`) holds the
+    absolute path. `~` is expanded; an absolute path is kept as written.
+    """
+    found = hypermodel_file(config.hypermodel)
+    if found is None:
+        return config
+    target, name = found
+    path = Path(os.path.expanduser(target))
+    if not path.is_absolute():
+        path = Path(os.path.abspath(base_dir / path))
+    resolved = f"{path}:{name}"
+    return config if resolved == config.hypermodel else config.model_copy(update={"hypermodel": resolved})
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
-    """Read `search.yaml`, apply command-line overrides, and validate."""
+    """Read `search.yaml`, apply command-line overrides, and validate.
+
+    A relative `hypermodel: path/file.py:name` is resolved against the folder
+    of `path` (`resolve_hypermodel_path`).
+
+    Raises:
+        ConfigError: the file is missing, a folder, not YAML, or not a valid search (one line naming the key).
+    """
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder; name the search.yaml in it")
@@ -244,7 +284,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Se
         data = {}  # an empty file, or only comments: the defaults, and the command line's overrides still apply
     if isinstance(data, dict) and overrides:
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-    return parse_config(data, str(path))
+    return resolve_hypermodel_path(parse_config(data, str(path)), path.parent)
 
 
 def dump_config(config: SearchConfig) -> str:

@@ -26,6 +26,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 import keras_tuner
 
+from tuner_job.config import hypermodel_file
 from tuner_job.errors import HypermodelError
 
 __all__ = ["build_toonvision", "build_toonvision_extended", "load_hypermodel", "LoadedHypermodel", "BUILTIN"]
@@ -208,10 +210,14 @@ def _import_target(spec: str) -> Any:
             f"hypermodel {spec!r} is neither built in ({', '.join(BUILTIN)}) nor 'package.module:name' or 'path/file.py:name'"
         )
     target, _, name = spec.rpartition(":")
-    if target.endswith(".py"):
-        path = Path(target)
+    if hypermodel_file(spec) is not None:
+        path = Path(os.path.expanduser(target)).absolute()  # a config file resolved it already (`load_config`)
         if not path.is_file():
-            raise HypermodelError(f"hypermodel file not found: {path}")
+            what = "a folder, not a file" if path.is_dir() else "not found"
+            raise HypermodelError(
+                f"hypermodel file {what}: {path} (from hypermodel {spec!r}; "
+                "a relative path is resolved against the folder of the config file that names it)"
+            )
         module_name = f"_tuner_job_user_{path.stem}"
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]

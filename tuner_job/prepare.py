@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner_job import _kt
-from tuner_job.config import SearchConfig, load_config
+from tuner_job.config import SearchConfig, hypermodel_file, load_config
 from tuner_job.errors import ConfigError, HypermodelError, TunerJobError, error_summary
 from tuner_job.layout import RunPaths
 from tuner_job.objective import Objective, resolve_objective
@@ -133,6 +133,21 @@ def has_state(paths: RunPaths) -> bool:
     return (paths.tuner / "oracle.json").is_file() or any(paths.tuner.glob("trial_*/trial.json"))
 
 
+def _same_hypermodel(saved: str, new: str) -> bool:
+    """Whether a resumed run names the hypermodel it started with.
+
+    A run saved by a version that kept a relative `file.py:name` as written
+    reads back resolved against its own folder, where no such file is: the
+    same file name and name then count as the same hypermodel.
+    """
+    if saved == new:
+        return True
+    old_file, new_file = hypermodel_file(saved), hypermodel_file(new)
+    if old_file is None or new_file is None or Path(old_file[0]).exists():
+        return False
+    return Path(old_file[0]).name == Path(new_file[0]).name and old_file[1] == new_file[1]
+
+
 def resume_conflicts(saved: SearchConfig, new: SearchConfig) -> list[str]:
     """The `FIXED_ON_RESUME` keys on which `new` differs from the run's `saved` config; `space.<name>` for each changed override."""
     changed = []
@@ -140,6 +155,8 @@ def resume_conflicts(saved: SearchConfig, new: SearchConfig) -> list[str]:
         if key == "space":
             names = sorted(set(saved.space) | set(new.space))
             changed += [f"space.{name}" for name in names if saved.space.get(name) != new.space.get(name)]
+        elif key == "hypermodel":
+            changed += [] if _same_hypermodel(saved.hypermodel, new.hypermodel) else [key]
         elif getattr(saved, key) != getattr(new, key):
             changed.append(key)
     if new.tuner == "hyperband" and saved.tuner == "hyperband" and saved.epochs != new.epochs:
