@@ -24,7 +24,8 @@ from cluster.local_tensorboard import KeepTensorBoard
 from tuner_job.config import SearchConfig, dump_config
 from tuner_job.contract import ENV_SHARED_DIR, TENSORBOARD_PORT
 from tuner_job.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SEARCH_FAILED
-from tuner_job.layout import RunPaths
+from tuner_job.layout import RunPaths, read_json
+from tuner_job.progress import state_line
 
 __all__ = ["check_inputs", "summarize", "local"]
 
@@ -94,6 +95,14 @@ def summarize(paths: RunPaths, console: Console, tensorboard_port: int | None) -
     console.print(f"TensorBoard logs: {paths.logs}" + (f"  (view: tensorboard --logdir {paths.runs_dir})" if tensorboard_port else ""))
 
 
+def say_stopped(runs: list[RunPaths], console: Console) -> None:
+    """One line for a run its chief recorded as stopped (a signal, before the verdict): how to resume it."""
+    for paths in runs:
+        status = read_json(paths.status) or {}
+        if status.get("state") == "stopped":
+            console.print(f"run {paths.run} {state_line(status)}", markup=False, highlight=False)
+
+
 def local_command_impl(
     config: SearchConfig, shared_dir: Path, workers: int, fresh: bool, tensorboard_port: int | None, max_restarts: int, port: int | None,
     keep_tensorboard: bool = False,
@@ -115,6 +124,8 @@ def local_command_impl(
             for paths in search.runs:
                 if paths.tuner.is_dir():
                     summarize(paths, console, tensorboard_port)
+        else:
+            say_stopped(search.runs, console)
         return code
 
     from cluster.local_tensorboard import report_then_serve

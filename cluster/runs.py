@@ -11,6 +11,7 @@ from cluster.console import make_console
 from cluster.errors import BadInputError
 from tuner_job.layout import RunPaths
 from tuner_job.objective import Objective
+from tuner_job.progress import state_line
 from tuner_job.results import TrialRecord, collect_trials, rank
 from tuner_job.trials import ENDED, read_objective, read_status
 
@@ -73,4 +74,6 @@ def print_leaderboard(paths: RunPaths, top: int = 10, console: Console | None = 
     console.print(leaderboard_table(records, objective.name, title, top))
     if status.get("message") and state == "failed":
         console.print(f"[red]search failed:[/red] {status['message']}")
+    elif state == "stopped":
+        console.print(f"[yellow]search {state_line(status)}[/yellow]")
     return records

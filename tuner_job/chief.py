@@ -206,7 +206,7 @@ async def _serve(
     def on_signal(signum: int) -> None:  # in the main thread, between two steps of the loop
         if server.state == "running":
             log.info("%s: the chief stops serving and saves its state; a chief started again resumes the search", stopping.signal_name(signum))
-            loop.call_soon_threadsafe(server.stop)
+            loop.call_soon_threadsafe(server.stop, stopping.signal_name(signum))
         else:
             log.info("%s: the search has ended; the chief writes its results first", stopping.signal_name(signum))
 

@@ -25,8 +25,8 @@ Contract:
   (the config is wrong: `progress.bad_input`, the chief exits 2). Either way
   waiting workers are answered at once and `wait()` returns; every response
   carries the state in its trailing metadata (`x-search-state`).
-- `stop()` (SIGTERM) ends serving without a verdict: CreateTrial answers
-  UNAVAILABLE (workers wait for the next chief), the state is saved, `wait()` returns.
+- `stop()` (SIGTERM) ends serving without a verdict: CreateTrial answers UNAVAILABLE
+  (workers wait for the next chief), the state is saved, `status.json` says `stopped`.
 """
 
 from __future__ import annotations
@@ -374,8 +374,10 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
             self._finish(*self.progress.conclusion())
         return server
 
-    def stop(self) -> None:
-        """End serving without a verdict (SIGTERM; call on the loop): `wait()` saves the state and returns."""
+    def stop(self, signal_name: str | None = None) -> None:
+        """End serving without a verdict (call on the loop); `wait()` saves the state, `status.json` says stopped by `signal_name`."""
+        if signal_name is not None:
+            self.progress.stop(signal_name)
         self.stopping = True
         if self._finished is not None:
             self._finished.set()

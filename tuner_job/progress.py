@@ -1,9 +1,13 @@
-"""A search's progress: trials ended, the best so far, and the verdict (running, completed, failed).
+"""A search's progress: trials ended, the best so far, and the verdict (running, completed, failed), or that it was stopped.
 
 One object keeps the score for the chief: the oracle server counts each trial
 it ends, the warm start offers its seeded trials, `status.json` is written
 from it and a restarted chief reads the verdict back into it. Pure Python; not
 thread-safe (the chief uses it from its event loop).
+
+A chief stopped by a signal before the verdict records that in `status.json`
+(`state: stopped`, with the signal and the time): the search is resumable,
+and the next chief's first `status.json` says `running` again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ from typing import Any
 from tuner_job.objective import Objective, finite
 from tuner_job.trials import trial_order
 
-__all__ = ["Scoreboard", "SearchProgress", "trials_done_of_max"]
+__all__ = ["RESUMABLE", "Scoreboard", "SearchProgress", "state_line", "trials_done_of_max"]
+
+
+#: What a stopped search's status says to do next.
+RESUMABLE = "resumable: run the same command again (or start the chief again) and it resumes"
 
 
 @dataclass
@@ -79,6 +87,7 @@ class SearchProgress:
     bad_input: bool = False  # the verdict is "failed" because a trial showed the config to be wrong (exit 2)
     last_failed: str | None = None  # the last trial that failed here (the verdict names it)
     seeded: int = 0  # trials a warm start gave the oracle: inside `max_trials`, never trained here
+    stopped: dict[str, Any] | None = None  # {"signal": "SIGTERM", "at": epoch seconds}: stopped without a verdict
     scoreboard: Scoreboard = field(init=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +115,11 @@ class SearchProgress:
         self.state, self.message, self.finished_at = state, message, time.time()
         self.bad_input = bad_input and state == "failed"
         return True
+
+    def stop(self, signal_name: str) -> None:
+        """Record that a signal stopped the chief before the verdict (the first one counts); a verdict given stays."""
+        if self.state == "running" and self.stopped is None:
+            self.stopped = {"signal": signal_name, "at": time.time()}
 
     def conclusion(self) -> tuple[str, str]:
         """The verdict once the budget is spent: "completed" only when at least one trial completed here.
@@ -151,14 +165,20 @@ class SearchProgress:
 
     def key(self) -> tuple[Any, ...]:
         """What of `status()` a restart reads: `status.json` is written at once when it changes."""
-        return (self.state, self.message, self.consecutive_failures, self.exhausted)
+        return (self.state, self.message, self.consecutive_failures, self.exhausted, self.stopped is not None)
 
     def status(self, **oracle_view: Any) -> dict[str, Any]:
-        """`status.json`: the verdict, the counts, the best so far, plus `oracle_view` (budget, running, queued...)."""
+        """`status.json`: the verdict, the counts, the best so far, plus `oracle_view` (budget, running, queued...).
+
+        `state` is `stopped` (and `stopped` names the signal and the time) when
+        a signal stopped the chief before the verdict.
+        """
         board = self.scoreboard
+        stopped = self.stopped if self.state == "running" else None
         return {
-            "state": self.state,
-            "message": self.message,
+            "state": "stopped" if stopped else self.state,
+            "message": f"stopped by {stopped['signal']}; {RESUMABLE}" if stopped else self.message,
+            "stopped": stopped,
             "objective": self.objective.name,
             "direction": self.objective.direction,
             **oracle_view,
@@ -172,6 +192,17 @@ class SearchProgress:
             "bad_input": self.bad_input,
             "updated": time.time(),
         }
+
+
+def state_line(status: dict[str, Any]) -> str:
+    """The search's state in words for `tunectl`: `running`, `completed`, `failed`, or `stopped by SIGTERM at 14:02:07 (resumable: ...)`."""
+    state = str(status.get("state") or "unknown")
+    if state != "stopped":
+        return state
+    stopped = status.get("stopped") or {}
+    by = f" by {stopped['signal']}" if stopped.get("signal") else ""
+    at = f" at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(stopped['at'])))}" if stopped.get("at") else ""
+    return f"stopped{by}{at} ({RESUMABLE})"
 
 
 def trials_done_of_max(status: dict[str, Any]) -> tuple[int | None, int | None]:

@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from tuner_job.layout import RunPaths
-from tuner_job.progress import trials_done_of_max
+from tuner_job.progress import state_line, trials_done_of_max
 from tuner_job.trials import read_status
 
 __all__ = [
@@ -207,7 +207,7 @@ def progress_rows(shared_dir: Path, run: str | None = None) -> list[tuple[str, .
         rows.append(
             (
                 name,
-                str(status.get("state", "?")),
+                state_line(status),
                 f"{done if done is not None else '?'}/{total if total is not None else '?'}",
                 format_best(best),
             )
