@@ -25,7 +25,8 @@ class TrialRecord:
     """One trial as the leaderboard shows it.
 
     `metrics` are each metric's value at the trial's best step; `seconds` the
-    wall time of its attempts' training (summed over attempts); `worker` the
+    wall time of its attempts' training (summed over attempts; a completed
+    trial whose attempt was stopped before its end line: its epochs'); `worker` the
     tuner id of its last attempt, or `warm-start:<run>` for a seeded trial;
     `error` the one-line summary of its last failure.
     """
@@ -42,6 +43,14 @@ class TrialRecord:
     attempts: int = 0
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _seconds(ends: list[dict[str, Any]], events: list[dict[str, Any]]) -> float | None:
+    """The attempts' seconds from their end lines; without any (a process stopped before it wrote one), its epochs' seconds."""
+    total = sum(float(e.get("seconds", 0.0)) for e in ends)
+    if not total:
+        total = sum(float(e.get("seconds", 0.0)) for e in events if e.get("event") == "epoch")
+    return total or None
 
 
 def collect_trials(paths: RunPaths) -> list[TrialRecord]:
@@ -62,7 +71,7 @@ def collect_trials(paths: RunPaths) -> list[TrialRecord]:
                 metrics=best_step_metrics(trial),
                 score=finite(trial.get("score")),
                 best_step=trial.get("best_step"),
-                seconds=sum(float(e.get("seconds", 0.0)) for e in ends) or None,
+                seconds=_seconds(ends, events if trial.get("status") == "COMPLETED" else []),
                 epochs_trained=sum(1 for e in events if e.get("event") == "epoch"),
                 attempts=len(starts),
                 error=error_line(paths, trial_id),

@@ -33,6 +33,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from tuner_job import stopping
 from tuner_job.config import SearchConfig
 from tuner_job.errors import SearchFailedError, error_summary
 from tuner_job.layout import RunPaths, atomic_write_text
@@ -130,7 +131,7 @@ class TrialRunner:
         event = {"worker": self.tuner_id, "time": time.time(), **event}
         path = self.paths.attempts_file(self.tuner_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
+        with stopping.deferred(), open(path, "a") as handle:  # a whole line: a torn one would swallow the next event too
             handle.write(json.dumps(event) + "\n")
 
     def _callbacks(self, trial_id: str, execution: int, backup: TrialBackup) -> list[Any]:
@@ -282,8 +283,15 @@ class TrialRunner:
         return outcome
 
     def finish(self, trial: Any, outcome: TrialOutcome) -> None:
-        """Report the outcome; the chief records it once."""
+        """Record the attempt's end (its status and seconds) in the attempts file, then report the outcome; the chief records it once.
+
+        The attempt's line comes first: once the chief has the outcome, a stop
+        signal (or the chief's end of the search) may end this process before
+        any later step, and the results take each trial's seconds from it.
+        """
         trial_id = trial.trial_id
+        score = outcome.metrics.get(self.objective.name)
+        self._event(trial=trial_id, event="end", status=outcome.status, seconds=outcome.seconds, score=score)
         if outcome.status == "COMPLETED":
             trial.metrics = self.client.update_trial(trial_id, outcome.metrics, step=outcome.best_step).metrics
             score = outcome.metrics.get(self.objective.name)
@@ -294,8 +302,6 @@ class TrialRunner:
         self.client.end_trial(trial, bad_input=outcome.bad_input)
         if outcome.status == "COMPLETED":
             shutil.rmtree(self.paths.backup(trial_id), ignore_errors=True)
-        score = outcome.metrics.get(self.objective.name)
-        self._event(trial=trial_id, event="end", status=outcome.status, seconds=outcome.seconds, score=score)
         log.info(
             "trial %s end: %s %s=%s (%.1fs)", trial_id, outcome.status, self.objective.name, "-" if score is None else f"{score:.4f}", outcome.seconds
         )
