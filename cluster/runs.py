@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cluster.console import make_console
@@ -12,7 +13,7 @@ from cluster.errors import BadInputError
 from tuner_job.layout import RunPaths
 from tuner_job.objective import Objective
 from tuner_job.progress import state_line
-from tuner_job.results import TrialRecord, collect_trials, rank
+from tuner_job.results import TrialRecord, collect_trials, has_rungs, promotion_note, rank
 from tuner_job.trials import ENDED, read_objective, read_status
 
 __all__ = ["find_run", "leaderboard_table", "load_ranked", "print_leaderboard"]
@@ -44,13 +45,18 @@ def _fmt(value: object) -> str:
 
 
 def leaderboard_table(records: list[TrialRecord], objective: str, title: str, top: int = 10) -> Table:
+    """The leaderboard as a rich table; asha's and hyperband's trials with their rung, epochs and the trial each was promoted from."""
     table = Table(title=title, title_justify="left")
+    rungs = has_rungs(records)
     columns = (("#", "right"), ("trial", "right"), ("status", "left"), (objective, "right"), ("worker", "left"), ("secs", "right"))
+    columns += (("rung", "right"), ("epochs", "right")) if rungs else ()
     for column, justify in (*columns, ("hyperparameters / error", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for i, r in enumerate(records[:top], start=1):
-        hps = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.hyperparameters.items()) if not k.startswith("tuner/"))
-        detail = hps if r.status == "COMPLETED" or not r.error else f"[red]{r.error}[/red]"
+        hps = escape(" ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.hyperparameters.items()) if not k.startswith("tuner/")))
+        if r.promoted_from:
+            hps = f"[dim]{promotion_note(r)}:[/dim] {hps}"
+        detail = hps if r.status == "COMPLETED" or not r.error else f"[red]{escape(r.error)}[/red]"
         table.add_row(
             str(i) if r.status == "COMPLETED" else "-",
             r.trial_id,
@@ -58,6 +64,7 @@ def leaderboard_table(records: list[TrialRecord], objective: str, title: str, to
             "-" if r.score is None else f"{r.score:.4f}",
             r.worker or "-",
             "-" if r.seconds is None else f"{r.seconds:.1f}",
+            *(("-" if r.rung is None else str(r.rung), "-" if r.epochs is None else str(r.epochs)) if rungs else ()),
             detail,
         )
     return table

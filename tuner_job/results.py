@@ -17,7 +17,7 @@ from tuner_job.layout import RunPaths, atomic_write_json, atomic_write_text
 from tuner_job.objective import Objective, finite
 from tuner_job.trials import best_step_metrics, error_line, read_attempts, read_trials, seeded_from
 
-__all__ = ["TrialRecord", "collect_trials", "rank", "write_results", "leaderboard_text"]
+__all__ = ["TrialRecord", "collect_trials", "has_rungs", "promotion_note", "rank", "write_results", "leaderboard_text"]
 
 
 @dataclass
@@ -29,6 +29,12 @@ class TrialRecord:
     trial whose attempt was stopped before its end line: its epochs'); `worker` the
     tuner id of its last attempt, or `warm-start:<run>` for a seeded trial;
     `error` the one-line summary of its last failure.
+
+    Successive halving (asha, hyperband) trains a configuration in rungs, each
+    a trial of its own: `rung` is the trial's rung (hyperband: its round),
+    `epochs` the epoch it trained to (counted from the configuration's
+    start), `promoted_from` the trial whose weights it continued (None for a
+    new configuration, and for the other tuners, as are `rung` and `epochs`).
     """
 
     trial_id: str
@@ -43,6 +49,20 @@ class TrialRecord:
     attempts: int = 0
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    rung: int | None = None
+    epochs: int | None = None
+    promoted_from: str | None = None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _rungs(values: dict[str, Any]) -> dict[str, Any]:
+    """`rung`, `epochs`, `promoted_from` of a trial from its bookkeeping values (`tuner/...`: asha's, KerasTuner's Hyperband's)."""
+    rung = values.get("tuner/rung", values.get("tuner/round"))
+    parent = values.get("tuner/trial_id")
+    return {"rung": _int(rung), "epochs": _int(values.get("tuner/epochs")), "promoted_from": str(parent) if parent else None}
 
 
 def _seconds(ends: list[dict[str, Any]], events: list[dict[str, Any]]) -> float | None:
@@ -62,12 +82,13 @@ def collect_trials(paths: RunPaths) -> list[TrialRecord]:
         ends = [e for e in events if e.get("event") == "end"]
         starts = [e for e in events if e.get("event") == "start"]
         last = ends[-1] if ends else (starts[-1] if starts else {})
+        values = dict((trial.get("hyperparameters") or {}).get("values") or {})
         records.append(
             TrialRecord(
                 trial_id=trial_id,
                 status=str(trial.get("status")),
                 worker=last.get("worker") or seeded_from(trial),
-                hyperparameters=dict((trial.get("hyperparameters") or {}).get("values") or {}),
+                hyperparameters=values,
                 metrics=best_step_metrics(trial),
                 score=finite(trial.get("score")),
                 best_step=trial.get("best_step"),
@@ -75,6 +96,7 @@ def collect_trials(paths: RunPaths) -> list[TrialRecord]:
                 epochs_trained=sum(1 for e in events if e.get("event") == "epoch"),
                 attempts=len(starts),
                 error=error_line(paths, trial_id),
+                **_rungs(values),
             )
         )
     return records
@@ -88,12 +110,24 @@ def rank(records: list[TrialRecord], objective: Objective) -> list[TrialRecord]:
     return scored + rest
 
 
+def has_rungs(records: list[TrialRecord]) -> bool:
+    """Whether the trials are successive halving's (asha, hyperband): the leaderboard then shows rung and epochs."""
+    return any(r.epochs is not None for r in records)
+
+
+def promotion_note(record: TrialRecord) -> str:
+    """`promoted from trial 3` for a trial that continues another's weights, else empty."""
+    return f"promoted from trial {record.promoted_from}" if record.promoted_from else ""
+
+
 def _csv(records: list[TrialRecord]) -> str:
     hp_names = sorted({k for r in records for k in r.hyperparameters})
     metric_names = sorted({k for r in records for k in r.metrics})
+    rungs = has_rungs(records)  # the other tuners' files keep their columns
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["rank", "trial_id", "status", "worker", "score", "seconds", *metric_names, *hp_names])
+    rung_names = ["rung", "epochs", "promoted_from"] if rungs else []
+    writer.writerow(["rank", "trial_id", "status", "worker", "score", "seconds", *rung_names, *metric_names, *hp_names])
     for i, r in enumerate(records, start=1):
         writer.writerow(
             [
@@ -103,11 +137,16 @@ def _csv(records: list[TrialRecord]) -> str:
                 r.worker or "",
                 "" if r.score is None else r.score,
                 "" if r.seconds is None else round(r.seconds, 3),
+                *([_blank(r.rung), _blank(r.epochs), r.promoted_from or ""] if rungs else []),
                 *(r.metrics.get(m, "") for m in metric_names),
                 *(r.hyperparameters.get(h, "") for h in hp_names),
             ]
         )
     return buffer.getvalue()
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def write_results(paths: RunPaths, objective: Objective, extra: dict[str, Any] | None = None) -> list[TrialRecord]:
@@ -134,9 +173,15 @@ def write_results(paths: RunPaths, objective: Objective, extra: dict[str, Any] |
     return ranked
 
 
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def leaderboard_text(records: list[TrialRecord], objective: str, top: int = 10) -> str:
     """A plain-text leaderboard for logs (the launcher draws a rich table)."""
-    lines = [f"{'rank':>4}  {'trial':>6}  {'status':<9}  {objective:>12}  {'worker':<8}  {'secs':>7}  hyperparameters"]
+    rungs = has_rungs(records)
+    rung_head = f"  {'rung':>4}  {'epochs':>6}" if rungs else ""
+    lines = [f"{'rank':>4}  {'trial':>6}  {'status':<9}  {objective:>12}  {'worker':<8}  {'secs':>7}{rung_head}  hyperparameters"]
     for i, r in enumerate(records[:top], start=1):
         score = "-" if r.score is None else f"{r.score:.4f}"
         secs = "-" if r.seconds is None else f"{r.seconds:.1f}"
@@ -144,5 +189,7 @@ def leaderboard_text(records: list[TrialRecord], objective: str, top: int = 10) 
         hps = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(r.hyperparameters.items()) if not k.startswith("tuner/")
         )
-        lines.append(f"{place:>4}  {r.trial_id:>6}  {r.status:<9}  {score:>12}  {r.worker or '-':<8}  {secs:>7}  {hps}")
+        rung = f"  {_dash(r.rung):>4}  {_dash(r.epochs):>6}" if rungs else ""
+        note = f"({promotion_note(r)}) " if r.promoted_from else ""
+        lines.append(f"{place:>4}  {r.trial_id:>6}  {r.status:<9}  {score:>12}  {r.worker or '-':<8}  {secs:>7}{rung}  {note}{hps}")
     return "\n".join(lines)
