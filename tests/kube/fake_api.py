@@ -72,6 +72,8 @@ class FakeApiServer:
         self.failures: dict[str, int] = {}
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         self.version = version
+        self._after_list: dict[str, tuple[int, Any]] = {}
+        self._lists: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -99,6 +101,16 @@ class FakeApiServer:
 
     def fail(self, plural: str, status: int) -> None:
         self.failures[plural] = status
+
+    def after_list(self, plural: str, count: int, action: Any) -> None:
+        """Run `action()` once `count` lists of `plural` have been answered (a change the client must poll for)."""
+        self._after_list[plural] = (count, action)
+
+    def _listed(self, plural: str) -> None:
+        self._lists[plural] = self._lists.get(plural, 0) + 1
+        count, action = self._after_list.get(plural, (0, None))
+        if action is not None and self._lists[plural] == count:
+            action()
 
     def paths(self) -> list[str]:
         return [path for _, path, _ in self.requests]
@@ -163,6 +175,7 @@ class FakeApiServer:
                         self._send(200, found[0]) if found else self._status(404, "NotFound")
                     else:
                         self._send(200, server._list(plural, ns, query))
+                        server._listed(plural)
                     return
                 match = cluster.match(url.path)
                 if match and match.group(2) in RESOURCES:

@@ -374,20 +374,15 @@ def test_status_on_kind_reads_progress_from_the_folder_the_nodes_mount(fake_api,
 
 
 def test_deploy_waits_for_a_chief_pod_that_comes_later(fake_api, fake_tools, rendered):
-    import threading
-
     fake_api.add(job("chief"), claim())
     helm_fake(fake_tools, rendered)
-    later = threading.Timer(1.0, lambda: fake_api.add(pod("chief", ready=True)))
-    later.start()
-    try:
-        result = runner.invoke(app, prod("--timeout", "60"))
-    finally:
-        later.cancel()
+    # The pod appears once deploy has looked and not found it (not on a timer: a loaded machine may poll late).
+    fake_api.after_list("pods", 1, lambda: fake_api.add(pod("chief", ready=True)))
+    result = runner.invoke(app, prod("--timeout", "60"))
 
     assert result.exit_code == 0, result.output
-    polls = [p for p in fake_api.paths() if p.endswith("/pods")]
-    assert len(polls) >= 2, "it looked again until the pod came"
+    polls = [q for _, p, q in fake_api.requests if p.endswith("/pods") and "component=chief" in (q.get("labelSelector") or [""])[0]]
+    assert len(polls) >= 2, "it looked for the chief's pod again until it came"
     assert "Search 'tuner' is running" in result.output
 
 
