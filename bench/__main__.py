@@ -112,7 +112,7 @@ def run_input(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         command = [python(), "-m", "bench.input_pipeline", "--out", str(out), "--workdir", tmp, "--sizes", *map(str, args.input_sizes),
                    "--size", *map(str, args.input_size)]
         if args.quick:
-            command += ["--repeats", "1", "--base-per-class", "4", "--copy-max", str(min(args.input_sizes))]
+            command += ["--repeats", "1", "--base-per-class", "4", "--copy-max", str(min(args.input_sizes)), "--fit-rounds", "1"]
         # Its progress lines go straight to our stderr; a 12,000-image run takes a few minutes.
         proc = subprocess.run(command, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, text=True, timeout=3600)
         if proc.returncode != 0 or not out.is_file():

@@ -16,9 +16,14 @@ and 12,000 images at the article's 600x200):
 4. at sizes up to `--copy-max`: a worker with the pipeline before issue 17
    (the arrays copied into tf.data): its memory, and its images/s against
    ours epoch for epoch in that process;
-5. at `--decode-at`: `keras.utils.image_dataset_from_directory` made and read
+5. at sizes up to `--copy-max`: ours, the copy and a `keras.utils.PyDataset`
+   over the same memory map, each read by `fit` of a model that does nothing
+   (`bench.input_fit`), in turns in one process: images/s over whole fits of
+   4 epochs (`--fit-rounds` fits each; a quarter of that, at least 5, above
+   1,000 images);
+6. at `--decode-at`: `keras.utils.image_dataset_from_directory` made and read
    once per trial (the baseline that decodes every image every trial);
-6. a trial's time to its first batch, every size in turns in one process (so
+7. a trial's time to its first batch, every size in turns in one process (so
    the machine's load is the same for each).
 
 The folders and caches are deleted at the end (12,000 images at 600x200 is a
@@ -80,7 +85,7 @@ def worker(folders: list[Path], image_size: tuple[int, int], batch_size: int, se
 
 
 def measure(workdir: Path, sizes: list[int], image_size: tuple[int, int], batch_size: int, repeats: int, base_per_class: int,
-            copy_max: int, decode_at: int | None, seed: int = 42, log: Any = print) -> dict[str, Any]:
+            copy_max: int, decode_at: int | None, seed: int = 42, log: Any = print, fit_rounds: int = 20) -> dict[str, Any]:
     from cluster.synth import synthesize
 
     base = workdir / "base"
@@ -105,6 +110,11 @@ def measure(workdir: Path, sizes: list[int], image_size: tuple[int, int], batch_
                 copy = worker([folder], image_size, batch_size, seed, "--pipeline", "copy", "--against", "ours", "--repeats", str(repeats))
                 fields = ("peak_rss_anon_bytes", "rss_anon_base_bytes", "first_batch_seconds", "images_per_s", "ours_images_per_s")
                 row["copy"] = {k: copy[k] for k in fields}
+                rounds = fit_rounds if images <= 1000 else max(5, fit_rounds // 4)
+                log(f"input: {images} images: ours, the copy and a PyDataset read by fit, {rounds} fits of 4 epochs each, in turns")
+                fitted = worker([folder], image_size, batch_size, seed, "--through-fit", "--repeats", str(rounds))
+                row["fit"] = {k: v for k, v in fitted.items() if not k.endswith("_epoch_seconds") or not isinstance(v, list)}
+                row["pydataset_images_per_s"] = fitted["pydataset_images_per_s"]
             if images == decode_at:
                 log(f"input: {images} images: image_dataset_from_directory, decoding every trial")
                 decode = worker([folder], image_size, batch_size, seed, "--decode-baseline", "--repeats", str(repeats))
@@ -140,6 +150,13 @@ def summarize(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     if copied:
         r = copied[0]
         out["vs_copy"] = {"images": r["images"], "ratio": r["copy"]["ours_images_per_s"] / r["copy"]["images_per_s"]}
+    fitted = [r for r in sizes if r.get("fit")]
+    if fitted:  # read by fit, whole fits of 4 epochs: ours against the copy and against the better PyDataset
+        out["through_fit"] = [
+            {"images": r["images"], "vs_copy": r["fit"]["ours_images_per_s"] / r["fit"]["copy_images_per_s"],
+             "vs_pydataset": r["fit"]["ours_images_per_s"] / r["fit"]["pydataset_images_per_s"], "pydataset_workers": r["fit"]["pydataset_workers"]}
+            for r in fitted
+        ]
     if len(sizes) >= 2:
         small, big = sizes[-2], sizes[-1]
         out["flat"] = {
@@ -164,13 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-per-class", type=int, default=50, help="distinct synthetic images per class (the rest are links)")
     parser.add_argument("--copy-max", type=int, default=3000, help="run the copying pipeline up to this size (it holds 2 copies)")
     parser.add_argument("--decode-at", type=int, default=3000, help="run image_dataset_from_directory at this size")
+    parser.add_argument("--fit-rounds", type=int, default=20, help="fits per pipeline read by fit, up to 1,000 images (a quarter above)")
     args = parser.parse_args(argv)
     sizes = sorted(args.sizes)
     decode_at = args.decode_at if args.decode_at in sizes else max(s for s in sizes if s <= max(args.decode_at, sizes[0]))
     result = measure(args.workdir, sizes, tuple(args.size), args.batch_size, args.repeats, args.base_per_class, args.copy_max, decode_at,
-                     log=lambda text: print(text, file=sys.stderr, flush=True))
+                     log=lambda text: print(text, file=sys.stderr, flush=True), fit_rounds=args.fit_rounds)
     result["config"] = {"sizes": sizes, "image_size": list(args.size), "batch_size": args.batch_size, "repeats": args.repeats,
-                        "base_per_class": args.base_per_class, "copy_max": args.copy_max, "decode_at": decode_at, "validation_split": 0.2}
+                        "base_per_class": args.base_per_class, "copy_max": args.copy_max, "decode_at": decode_at, "validation_split": 0.2,
+                        "fit_rounds": args.fit_rounds}
     write_json(args.out, result)
     return 0
 

@@ -22,7 +22,9 @@ copy` is the pipeline before issue 17 (`from_tensor_slices` over the arrays and
 a shuffle buffer the size of the training set), kept here as the control.
 `--first-batches` times a trial's first batch for several folders in turns;
 `--decode-baseline` times `keras.utils.image_dataset_from_directory` made anew
-and read for one epoch, as every trial would without a cache.
+and read for one epoch, as every trial would without a cache. `--through-fit`
+times ours, the copy and a `keras.utils.PyDataset` over the same memory map
+as `fit` reads them (`bench.input_fit`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from bench.common import write_json
 from bench.memory import rss_anon_bytes
 
 
-def copy_pipeline(data: Any, batch_size: int, seed: int) -> tuple[Any, Any, list[Any]]:
-    """The pipeline before issue 17: the arrays copied into tf.data, a full-size shuffle buffer."""
+def copy_pipeline(data: Any, batch_size: int, seed: int) -> dict[str, Any]:
+    """The pipeline before issue 17: the arrays copied into tf.data, a full-size shuffle buffer; `fit`'s arguments."""
     import numpy as np
     import tensorflow as tf
 
@@ -49,16 +51,18 @@ def copy_pipeline(data: Any, batch_size: int, seed: int) -> tuple[Any, Any, list
         .prefetch(tf.data.AUTOTUNE)
     )
     val = tf.data.Dataset.from_tensor_slices((np.asarray(data.x_val), np.asarray(data.y_val))).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    return train, val, []
+    return {"x": train, "validation_data": val, "callbacks": [], "steps_per_epoch": None}
 
 
-def our_pipeline(data: Any, batch_size: int, seed: int) -> tuple[Any, Any, list[Any]]:
+def our_pipeline(data: Any, batch_size: int, seed: int) -> dict[str, Any]:
+    """`make_datasets`, as `fit` is given it (`trial_fit`): its train repeats, so `steps_per_epoch` too."""
     from tuner_job.input_pipeline import make_datasets
 
     inputs = make_datasets(data, batch_size, seed)
-    return inputs.train, inputs.val, [inputs.callback]
+    return {"x": inputs.train, "validation_data": inputs.val, "callbacks": [inputs.callback], "steps_per_epoch": inputs.steps_per_epoch}
 
 
+#: `name -> (data, batch_size, seed) -> fit's keyword arguments` (x, validation_data, callbacks, steps_per_epoch).
 PIPELINES = {"ours": our_pipeline, "copy": copy_pipeline}
 
 
@@ -96,14 +100,32 @@ def numpy_epoch(data: Any, batch_size: int, seed: int, epoch: int) -> int:
     return seen
 
 
-def _consume() -> Any:
+def epoch_reader(fit_args: dict[str, Any]) -> Any:
+    """`() -> images read`: one epoch (train, then validation) read as `fit` reads it, in a compiled loop, without a model.
+
+    As Keras does: a dataset given with `steps_per_epoch` (ours) is read from
+    one iterator, `steps_per_epoch` batches an epoch; one without (the copy)
+    through a new iterator each epoch; validation, a new iterator each epoch.
+    """
     import tensorflow as tf
 
     @tf.function
     def consume(dataset: Any) -> Any:
         return dataset.reduce(tf.constant(0, tf.int64), lambda total, batch: total + tf.cast(tf.shape(batch[0])[0], tf.int64))
 
-    return consume
+    train, val, steps = fit_args["x"], fit_args["validation_data"], fit_args["steps_per_epoch"]
+    if steps is None:
+        return lambda: int(consume(train)) + int(consume(val))
+    iterator = iter(train)
+
+    @tf.function
+    def take(iterator: Any) -> Any:
+        total = tf.constant(0, tf.int64)
+        for _ in tf.range(steps):
+            total += tf.cast(tf.shape(next(iterator)[0])[0], tf.int64)
+        return total
+
+    return lambda: int(take(iterator)) + int(consume(val))
 
 
 def run(folder: Path, image_size: tuple[int, int], batch_size: int, seed: int, pipeline: str, fit: bool, repeats: int, against: str | None,
@@ -111,7 +133,7 @@ def run(folder: Path, image_size: tuple[int, int], batch_size: int, seed: int, p
     """One worker's day with `pipeline`; `against` ("numpy" or another pipeline) is timed epoch for epoch alongside it."""
     from tuner_job.data import Dataset, load_prepared
 
-    make, consume = PIPELINES[pipeline], _consume()
+    make = PIPELINES[pipeline]
     out: dict[str, Any] = {"pipeline": pipeline, "rss_anon_after_import_bytes": rss_anon_bytes()}
     started = time.perf_counter()
     data = load_prepared(folder, image_size, validation_split, seed)
@@ -122,27 +144,29 @@ def run(folder: Path, image_size: tuple[int, int], batch_size: int, seed: int, p
 
     k = min(4 * batch_size, len(data.y_train))
     small = Dataset(data.classes, data.x_train[:k], data.y_train[:k], data.x_val[:batch_size], data.y_val[:batch_size])
-    train, val, callbacks = make(small, batch_size, seed)
-    consume(train), consume(val)
+    warm = make(small, batch_size, seed)
+    epoch_reader(warm)()
     if fit:
-        _small_model(data.input_shape, data.num_classes).fit(train, validation_data=val, epochs=1, callbacks=callbacks, verbose=0)
+        _small_model(data.input_shape, data.num_classes).fit(**warm, epochs=1, verbose=0)
     out["rss_anon_base_bytes"] = rss_anon_bytes()
 
     started = time.perf_counter()
-    train, val, callbacks = make(data, batch_size, seed)
-    next(iter(train))
+    fit_args = make(data, batch_size, seed)
+    next(iter(fit_args["x"]))
     out["first_batch_seconds"] = time.perf_counter() - started  # once: see first_batches() for the comparison across sizes
 
+    read_epoch = epoch_reader(fit_args)  # its set-up, once per fit (ours: the iterator), is not an epoch's
+    other: Any = None
     if against == "numpy":
         other = lambda: numpy_epoch(data, batch_size, seed, 0)  # noqa: E731
     elif against:
-        other_train, other_val, _ = PIPELINES[against](data, batch_size, seed)
-        other = lambda: int(consume(other_train)) + int(consume(other_val))  # noqa: E731
+        other = epoch_reader(PIPELINES[against](data, batch_size, seed))
         other()  # its warm-up (the copy fills its shuffle buffer)
+    read_epoch()  # the compiled loops traced
     times: dict[str, list[float]] = {"ours": [], "other": []}
     for _ in range(max(1, repeats)):
         started = time.perf_counter()
-        seen = int(consume(train)) + int(consume(val))
+        seen = read_epoch()
         times["ours"].append(time.perf_counter() - started)
         if against:
             started = time.perf_counter()
@@ -153,9 +177,10 @@ def run(folder: Path, image_size: tuple[int, int], batch_size: int, seed: int, p
         out[f"{against}_images_read"] = other_seen
         out[f"{against}_epoch_seconds"] = times["other"]
         out[f"{against}_images_per_s"] = other_seen / _median(times["other"])
+    del read_epoch, other  # their iterators (ours: endless, its batches in flight) end here, as a fit's end with it
     if fit:
         started = time.perf_counter()
-        _small_model(data.input_shape, data.num_classes).fit(train, validation_data=val, epochs=1, callbacks=callbacks, verbose=0)
+        _small_model(data.input_shape, data.num_classes).fit(**fit_args, epochs=1, verbose=0)
         out["fit_seconds"] = time.perf_counter() - started
     out["rss_anon_end_bytes"] = rss_anon_bytes()
     return out
@@ -221,12 +246,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fit", dest="fit", action="store_false", help="skip the model.fit steps")
     parser.add_argument("--decode-baseline", action="store_true", help="time image_dataset_from_directory instead (no cache)")
     parser.add_argument("--first-batches", action="store_true", help="time a trial's first batch for each --data folder, in turns")
+    parser.add_argument("--through-fit", action="store_true", help="time ours, the copy and a PyDataset read by fit, in turns (bench.input_fit)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     size = tuple(args.image_size)
     if args.first_batches:
         result = first_batches(args.data, size, args.batch_size, args.seed, args.repeats)
+    elif args.through_fit:
+        from bench.input_fit import through_fit
+        from tuner_job.data import load_prepared
+
+        data = load_prepared(args.data[0], size, args.validation_split, args.seed)
+        result = through_fit(data, args.batch_size, args.seed, rounds=args.repeats)
     elif args.decode_baseline:
         result = decode_baseline(args.data[0], size, args.batch_size, args.seed, args.repeats)
     else:

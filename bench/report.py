@@ -100,6 +100,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if inp.get("vs_copy"):
             ratio = inp["vs_copy"]["ratio"]
             add(f"input: ours vs today's pipeline, images/s ({inp['vs_copy']['images']} images)", ratio, ">= 1x", ratio >= 1)
+        for row in inp.get("through_fit") or []:  # read by fit, whole fits of 4 epochs (the set-up of each fit counted)
+            n = row["images"]
+            add(f"input: ours vs today's pipeline, read by fit ({n} images)", row["vs_copy"], ">= 1x", row["vs_copy"] >= 1)
+            add(f"input: ours vs keras PyDataset ({row['pydataset_workers']} worker), read by fit ({n} images)", row["vs_pydataset"],
+                "(which is better)", None)
         flat = inp.get("flat")
         if flat:
             small, big = flat["images"]
@@ -211,6 +216,22 @@ def render(results: dict[str, Any]) -> str:
                       "images/s", "numpy images/s", "decode images/s", "before: images/s", "(ours alongside)", "before: peak anon MiB",
                       "before: 1st batch ms"], rows)
         )
+        fitted = [r for r in inp["sizes"] if r.get("fit")]
+        if fitted:
+            ms = lambda v: _f(v * 1000, "{:.1f}")  # noqa: E731
+            rows = [
+                [str(r["images"]), *(cell for name in ("ours", "copy", f"pydataset_w{r['fit']['pydataset_workers']}") for cell in (
+                    _f(r["fit"][f"{name}_images_per_s"], "{:.0f}"), ms(r["fit"][f"{name}_first_epoch_seconds"]),
+                    ms(r["fit"][f"{name}_later_epoch_seconds"])))]
+                for r in fitted
+            ]
+            parts.append(
+                f"Input read by fit (a model that does nothing with its batches; {fitted[0]['fit']['epochs']} epochs a fit, in turns; "
+                "images/s over whole fits, median of the fits; epoch ms: medians), ours against the pipeline before issue 17 and "
+                "keras.utils.PyDataset over the same memory map (its better worker count)\n\n"
+                + _table(["images", "ours images/s", "1st epoch ms", "later epoch ms", "before: images/s", "1st epoch ms", "later epoch ms",
+                          "PyDataset images/s", "1st epoch ms", "later epoch ms"], rows)
+            )
     elif isinstance(inp, dict):
         parts.append(f"Input pipeline: {inp.get('error')}")
     par = results.get("parallel")

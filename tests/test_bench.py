@@ -160,9 +160,16 @@ def test_cli_input_section_writes_results(tmp_path: Path) -> None:
     assert set(inp["flat"]) == {
         "images", "first_batch_ratio", "first_batch_min_ratio", "startup_seconds", "peak_rss_anon_ratio", "build_peak_rss_anon_ratio",
     }
+    fitted = inp["sizes"][0]["fit"]  # ours, the copy and a PyDataset read by fit, where the copy runs
+    for name in ("ours", "copy", "pydataset_w1", "pydataset_w2"):
+        assert fitted[f"{name}_images_per_s"] > 0 and 0 < fitted[f"{name}_first_epoch_seconds"], name
+    assert inp["sizes"][0]["pydataset_images_per_s"] == max(fitted["pydataset_w1_images_per_s"], fitted["pydataset_w2_images_per_s"])
+    assert "fit" not in inp["sizes"][1] and [r["images"] for r in inp["through_fit"]] == [64]
+    assert inp["through_fit"][0]["vs_copy"] == pytest.approx(fitted["ours_images_per_s"] / fitted["copy_images_per_s"], rel=1e-3)
     names = [t["target"] for t in results["targets"]]
-    assert names[0] == "input: cache vs decode every trial (128 images)" and len(names) == 7, names
-    assert "Input pipeline" in stdout and "numpy images/s" in stdout and "decode images/s" in stdout
+    assert names[0] == "input: cache vs decode every trial (128 images)" and len(names) == 9, names
+    assert "input: ours vs today's pipeline, read by fit (64 images)" in names
+    assert "Input pipeline" in stdout and "numpy images/s" in stdout and "decode images/s" in stdout and "PyDataset images/s" in stdout
     assert not list(Path(tempfile.gettempdir()).glob("bench-input-*/images-*")), "the image folders were not removed"
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from helpers import REPO
 from tuner_job.data import Dataset, load_image_folder
 from tuner_job.input_pipeline import PARALLEL_GATHERS, PREFETCH_BATCHES, epoch_order, make_datasets
+from tuner_job.trial_fit import BatchedData, FitRecord, fit_trial
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -46,9 +47,9 @@ def many_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _epoch(inputs: Any, epoch: int) -> list[list[str]]:
-    """The batches of one epoch as Keras would read them: the callback first, then the iterator."""
-    inputs.callback.on_epoch_begin(epoch)
-    return [[_digest(image) for image in images.numpy()] for images, _ in inputs.train]
+    """The batches of one epoch, read from a new iterator that starts at it (as a fit starting there reads it)."""
+    inputs.callback.set_epoch(epoch)
+    return [[_digest(image) for image in images.numpy()] for images, _ in inputs.train.take(inputs.steps_per_epoch)]
 
 
 # ----- the order: a pure function of (n, batch_size, seed, epoch) --------------------------------
@@ -96,15 +97,15 @@ def test_every_training_image_once_per_epoch_and_epochs_shuffled_differently(man
         assert [label_of[_digest(x)] for x in images.numpy()] == labels.numpy().tolist()
 
 
-def test_an_iterator_made_before_the_epoch_begins_reads_that_epoch(many_images: Path) -> None:
-    """Keras makes the next epoch's iterator at the end of the one before, then calls on_epoch_begin."""
+def test_one_iterator_reads_the_epochs_one_after_the_other(many_images: Path) -> None:
+    """The training dataset repeats: batch s of an iterator started at epoch k is batch s % steps of epoch k + s // steps."""
     data = load_image_folder(many_images, CACHED, SPLIT, 42)
-    inputs = make_datasets(data, 100, seed=7)
-    expected = epoch_order(len(data.y_train), 100, 7, 5)[:100]
-    iterator = iter(inputs.train)
-    inputs.callback.on_epoch_begin(5)
-    first, _ = next(iterator)
-    assert [_digest(x) for x in first.numpy()] == [_digest(data.x_train[i]) for i in expected]
+    inputs = make_datasets(data, 96, seed=7, initial_epoch=5)
+    steps = inputs.steps_per_epoch
+    assert steps == 21  # 2,000 = 20 x 96 + 80: the last batch of each epoch is short
+    rows = [_digest(x) for images, _ in inputs.train.take(3 * steps) for x in images.numpy()]
+    expected = [_digest(data.x_train[i]) for epoch in (5, 6, 7) for i in epoch_order(2000, 96, 7, epoch)]
+    assert rows == expected
 
 
 def test_make_datasets_starts_at_initial_epoch_and_rejects_a_read_only_map(many_images: Path) -> None:
@@ -164,16 +165,34 @@ def test_a_training_worker_holds_no_copy_of_the_cache(many_images: Path, tmp_pat
     assert control_grew > ours["cache_bytes"], f"the copying pipeline grew by only {control_grew / 1e6:.0f} MB: the bound proves nothing"
 
 
-# ----- resume: a resumed trial replays the uninterrupted order -----------------------------------
+# ----- fit: one iterator per fit; a resumed trial replays the uninterrupted order -----------------
 
 
 class _Interrupt(Exception):
     pass
 
 
-def _recording_fit(data: Dataset, epochs: int, backup: Path, stop_at: tuple[int, int] | None = None, initial_epoch: int = 0) -> dict[int, list[str]]:
-    """fit() a small model as the trial runner does (BackupAndRestore, the pipeline's callback); record what each epoch trained on."""
+class _Hypermodel:
+    """A hypermodel's `fit`, as the worker calls it (`fit_trial`): passing everything on, or only some of it."""
+
+    def __init__(self, how: str):
+        self.how = how
+
+    def fit(self, hp: Any, model: Any, x: Any, **kwargs: Any) -> Any:
+        if self.how == "passes":  # KerasTuner's default fit, and the README's advice
+            return model.fit(x, **kwargs)
+        some = {k: kwargs[k] for k in ("validation_data", "epochs", "initial_epoch", "verbose")}
+        if self.how == "drops":  # no steps_per_epoch, and only the callbacks it knows (the worker's last one is the pipeline's)
+            return model.fit(x, callbacks=kwargs["callbacks"][:-1], **some)
+        assert self.how == "maps"  # trains on a dataset it made from ours, without steps_per_epoch
+        return model.fit(x.map(lambda images, labels: (images, labels)), callbacks=kwargs["callbacks"], **some)
+
+
+def _recording_fit(batched: BatchedData, data: Dataset, epochs: int, backup: Path, stop_at: tuple[int, int] | None = None,
+                   initial_epoch: int = 0, how: str = "passes") -> tuple[dict[int, list[str]], int]:
+    """Train a small model as the trial runner does (`fit_trial`, BackupAndRestore); what each epoch trained on, and training iterators made."""
     import keras
+    import tensorflow as tf
 
     seen: dict[int, list[str]] = {}
     state = {"epoch": None}
@@ -197,34 +216,48 @@ def _recording_fit(data: Dataset, epochs: int, backup: Path, stop_at: tuple[int,
         [keras.Input(data.input_shape), Record(), keras.layers.Flatten(), keras.layers.Dense(data.num_classes, activation="softmax")]
     )
     model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
-    inputs = make_datasets(data, 4, seed=11, initial_epoch=initial_epoch)
-    callbacks = [keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False), Watch(), inputs.callback]
+    callbacks = [keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False), Watch()]
+    iterators, make_iterator = [], tf.data.Dataset.__iter__
+
+    def counting(dataset: Any) -> Any:  # the real __iter__, counted (validation's apart: Keras makes one per epoch)
+        if dataset is not batched(4).val:
+            iterators.append(dataset)
+        return make_iterator(dataset)
+
+    tf.data.Dataset.__iter__ = counting
     try:
-        model.fit(inputs.train, validation_data=inputs.val, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+        fit_trial(_Hypermodel(how), None, model, batched, 4, FitRecord(4), epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
     except _Interrupt:
         pass
-    return seen
+    finally:
+        tf.data.Dataset.__iter__ = make_iterator
+    return seen, len(iterators)
 
 
-def test_a_resumed_trial_replays_the_uninterrupted_order(shared: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["passes", "drops", "maps"])
+def test_a_fit_reads_each_epoch_in_its_order_from_one_iterator_and_a_resumed_trial_replays_it(shared: Path, tmp_path: Path, how: str) -> None:
+    """One `TrialInputs` for every fit, as a worker keeps one per batch size; the hypermodel's `fit` passing everything on, or not."""
     folder = shared / "data" / "toonvision"
     data = load_image_folder(folder, (24, 16), 0.25, 3)
     assert len({_digest(x) for x in data.x_train}) == len(data.y_train) == 24
-    whole = _recording_fit(data, 4, tmp_path / "whole")
-    assert sorted(whole) == [0, 1, 2, 3] and all(sorted(v) == sorted(whole[0]) for v in whole.values())
-    assert len({tuple(v) for v in whole.values()}) == 4  # four epochs, four orders
+    batched = BatchedData(lambda batch_size: make_datasets(data, batch_size, seed=11))
+    expected = {e: [_digest(data.x_train[i]) for i in epoch_order(24, 4, 11, e)] for e in range(4)}
+    assert len({tuple(v) for v in expected.values()}) == 4  # four epochs, four orders (each a permutation: test_epoch_order_...)
 
-    # Killed after batch 2 of epoch 2 (its last backup: the end of epoch 1); a new process resumes.
+    whole, iterators = _recording_fit(batched, data, 4, tmp_path / "whole", how=how)
+    assert whole == expected  # 6 steps per epoch: each image once, in epoch_order's order
+    assert iterators == 1  # one iterator for the 4 epochs
+
+    # Killed after batch 2 of epoch 2 (its last backup: the end of epoch 1); the trial resumes.
     backup = tmp_path / "resumed"
-    cut = _recording_fit(data, 4, backup, stop_at=(2, 2))
-    assert cut[0] == whole[0] and cut[1] == whole[1] and cut[2] == whole[2][: 3 * 4]
-    resumed = _recording_fit(data, 4, backup)
-    assert sorted(resumed) == [2, 3]  # BackupAndRestore resumed at epoch 2 ...
-    assert resumed[2] == whole[2] and resumed[3] == whole[3]  # ... with the uninterrupted run's order
+    cut, _ = _recording_fit(batched, data, 4, backup, stop_at=(2, 2), how=how)
+    assert cut == {0: expected[0], 1: expected[1], 2: expected[2][: 3 * 4]}
+    resumed, _ = _recording_fit(batched, data, 4, backup, how=how)
+    assert resumed == {2: expected[2], 3: expected[3]}  # BackupAndRestore resumed at epoch 2, with the uninterrupted run's order
 
-    # Hyperband continues a trial with fit(initial_epoch=k): the same orders again.
-    continued = _recording_fit(data, 4, tmp_path / "continued", initial_epoch=2)
-    assert continued == {2: whole[2], 3: whole[3]}
+    # The trial runner resumes from its own backup, and Hyperband continues a trial, with fit(initial_epoch=k): the same orders.
+    continued, iterators = _recording_fit(batched, data, 4, tmp_path / "continued", initial_epoch=2, how=how)
+    assert continued == {2: expected[2], 3: expected[3]} and iterators == 1
 
 
 # ----- the demo trains as before: same pixels, val_loss within the noise of the shuffle ----------
@@ -240,8 +273,7 @@ def _demo_val_loss(data: Dataset, pipeline: str, seed: int) -> float:
 
     keras.utils.set_random_seed(42)
     model = build_toonvision(kt.HyperParameters(), input_shape=data.input_shape, num_classes=data.num_classes)
-    train, val, callbacks = PIPELINES[pipeline](data, 8, seed)
-    history = model.fit(train, validation_data=val, epochs=4, callbacks=callbacks, verbose=0)
+    history = model.fit(**PIPELINES[pipeline](data, 8, seed), epochs=4, verbose=0)
     return float(history.history["val_loss"][-1])
 
 

@@ -4,7 +4,8 @@ KerasTuner's `Tuner.run_trial` calls `hypermodel.fit(hp, model, *fit_args,
 **fit_kwargs)`, and so does the worker (`fit_trial`): a `HyperModel` that
 overrides `fit` (to tune the batch size, add callbacks, train its own way)
 gets the worker's data, epochs and callbacks through it; the default `fit`
-is `model.fit`.
+is `model.fit`. The training pipeline repeats without end (Keras keeps one
+iterator for the whole fit), so the call carries `steps_per_epoch` too.
 
 The batch size of a trial is its `batch_size` hyperparameter when the
 hypermodel declares one (`toonvision_extended` does), else the config's
@@ -52,8 +53,9 @@ class BatchedData:
 
     Args:
         make: `batch_size -> TrialInputs` (`input_pipeline.make_datasets` over the
-            worker's memory-mapped cache): `train`, `val`, and the `callback` that
-            sets each epoch's order; anything with those three attributes.
+            worker's memory-mapped cache): `train` (batches without end), `val`,
+            `steps_per_epoch` (batches of `train` per epoch) and the `callback`
+            that tells `train` each fit's first epoch; anything with those attributes.
     """
 
     def __init__(self, make: Callable[[int], Any]):
@@ -74,13 +76,19 @@ class FitRecord:
 
 
 def fit_trial(hypermodel: Any, hp: Any, model: Any, data: BatchedData, batch_size: int, record: FitRecord, **fit_kwargs: Any) -> Any:
-    """`hypermodel.fit(hp, model, train, validation_data=val, **fit_kwargs)` at `batch_size`; returns what it returns.
+    """`hypermodel.fit(hp, model, train, validation_data=val, steps_per_epoch=..., **fit_kwargs)` at `batch_size`; returns what it returns.
+
+    `train` repeats without end (`input_pipeline`: one iterator per fit), so
+    every `model.fit` on it needs `steps_per_epoch`: the user's `fit` gets it
+    among the kwargs, and a `model.fit` call that lacks it (a `fit` that
+    passes on only some arguments, or trains on `train.map(...)`) gets the
+    trial's own, with the callback that tells the pipeline the fit's first epoch.
 
     Args:
         hypermodel: the `LoadedHypermodel` (its `fit` is the user's when they wrote one).
         hp: the trial's `HyperParameters`.
         model: the model `hypermodel` built for it.
-        data: the inputs by batch size; their `callback` (each epoch's order) joins `callbacks`.
+        data: the inputs by batch size; their `callback` (each fit's first epoch) joins `callbacks`.
         batch_size: the trial's (`trial_batch_size`).
         record: set to the batch size `model.fit` trained at (a `batch_size=` the user's `fit` passed wins).
         fit_kwargs: epochs, initial_epoch, callbacks, verbose: passed on.
@@ -94,25 +102,45 @@ def fit_trial(hypermodel: Any, hp: Any, model: Any, data: BatchedData, batch_siz
     def fit(*args: Any, **kwargs: Any) -> Any:
         requested = kwargs.pop("batch_size", None)
         x = args[0] if args else kwargs.get("x")
+        used = inputs
         if requested is not None and x is train:
             size = _positive_int(requested, "the batch_size given to model.fit")
-            other = data(size)
+            used = data(size)
             if args:
-                args = (other.train, *args[1:])
+                args = (used.train, *args[1:])
             else:
-                kwargs["x"] = other.train
+                kwargs["x"] = used.train
             if kwargs.get("validation_data") is val:
-                kwargs["validation_data"] = other.val
-            if kwargs.get("callbacks"):  # the epoch order of the pipeline it now reads
-                kwargs["callbacks"] = [other.callback if c is inputs.callback else c for c in kwargs["callbacks"]]
+                kwargs["validation_data"] = used.val
+            if kwargs.get("steps_per_epoch") == inputs.steps_per_epoch:  # ours, not the user's: the new batch size's
+                kwargs["steps_per_epoch"] = used.steps_per_epoch
+            if kwargs.get("callbacks"):  # the first-epoch callback of the pipeline it now reads
+                kwargs["callbacks"] = [used.callback if c is inputs.callback else c for c in kwargs["callbacks"]]
             record.batch_size = size
+            x = used.train
+        if _endless(x):  # ours, or made from it
+            if kwargs.get("steps_per_epoch") is None:
+                kwargs["steps_per_epoch"] = used.steps_per_epoch  # else Keras would train one endless epoch
+            if used.callback not in (kwargs.get("callbacks") or []):  # else the fit would start at another fit's epoch
+                kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), used.callback]
         return model_fit(*args, **kwargs)
 
     model.fit = fit  # only for this call: the user's fit reaches model.fit through it
     try:
-        return hypermodel.fit(hp, model, train, validation_data=val, callbacks=callbacks, **fit_kwargs)
+        return hypermodel.fit(hp, model, train, validation_data=val, steps_per_epoch=inputs.steps_per_epoch, callbacks=callbacks, **fit_kwargs)
     finally:
         del model.fit
+
+
+def _endless(x: Any) -> bool:
+    """A `tf.data.Dataset` that never ends (ours, or one made from it by `map`)."""
+    cardinality = getattr(x, "cardinality", None)
+    if not callable(cardinality):
+        return False
+    try:
+        return int(cardinality()) == -1  # tf.data.INFINITE_CARDINALITY, without importing TensorFlow here
+    except Exception:  # not a dataset after all
+        return False
 
 
 def history_from_result(result: Any, objective: str) -> dict[str, dict[str, float]]:
