@@ -55,11 +55,11 @@ def copy_pipeline(data: Any, batch_size: int, seed: int) -> dict[str, Any]:
 
 
 def our_pipeline(data: Any, batch_size: int, seed: int) -> dict[str, Any]:
-    """`make_datasets`, as `fit` is given it (`trial_fit`): its train repeats, so `steps_per_epoch` too."""
+    """`make_datasets`, as `model.fit` is given it (`trial_fit`): the endless training dataset, with `steps_per_epoch`."""
     from tuner_job.input_pipeline import make_datasets
 
     inputs = make_datasets(data, batch_size, seed)
-    return {"x": inputs.train, "validation_data": inputs.val, "callbacks": [inputs.callback], "steps_per_epoch": inputs.steps_per_epoch}
+    return {"x": inputs.train_endless, "validation_data": inputs.val, "callbacks": [inputs.callback], "steps_per_epoch": inputs.steps_per_epoch}
 
 
 #: `name -> (data, batch_size, seed) -> fit's keyword arguments` (x, validation_data, callbacks, steps_per_epoch).
@@ -198,12 +198,12 @@ def first_batches(folders: list[Path], image_size: tuple[int, int], batch_size: 
 
     datasets = [load_image_folder(folder, image_size, 0.2, seed) for folder in folders]
     for data in datasets:  # warm-up
-        next(iter(make_datasets(data, batch_size, seed).train))
+        next(iter(make_datasets(data, batch_size, seed).train_endless))
     seconds: list[list[float]] = [[] for _ in folders]
     for _ in range(max(1, repeats)):
         for i, data in enumerate(datasets):
             started = time.perf_counter()
-            next(iter(make_datasets(data, batch_size, seed).train))
+            next(iter(make_datasets(data, batch_size, seed).train_endless))
             seconds[i].append(time.perf_counter() - started)
     return {
         "sizes": [

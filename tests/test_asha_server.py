@@ -121,7 +121,9 @@ def test_promoted_trial_starts_from_its_parents_weights(running, tmp_path: Path)
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
             return model.fit(*args, **kwargs)
 
-    data = BatchedData(lambda batch_size: SimpleNamespace(train=train, val=val, callback=keras.callbacks.Callback(), steps_per_epoch=3))
+    data = BatchedData(lambda batch_size: SimpleNamespace(
+        train=train, train_endless=train.repeat(), val=val, callback=keras.callbacks.Callback(), steps_per_epoch=3
+    ))
 
     config = SearchConfig(run="r", tuner="asha", epochs=3, max_trials=3, lease_seconds=30)
     client = OracleClient(f"127.0.0.1:{r.port}", "tuner0", paths, chief_wait_seconds=10)

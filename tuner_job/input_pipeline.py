@@ -19,17 +19,17 @@ size it trains at. Its contract:
   random-access permutation (the op of `tf.random.experimental.index_shuffle`,
   keyed by the seed and the epoch: O(batch) work, no per-epoch array, nothing
   a prefetch could read out of date).
-- **One iterator per fit.** `train` repeats without end: step `s` of a fit
-  that starts at epoch `k` is batch `s % steps_per_epoch` of epoch
-  `k + s // steps_per_epoch`, so `fit` must be given
-  `steps_per_epoch=inputs.steps_per_epoch` (`trial_fit` always passes it).
-  Keras then keeps one iterator for the whole fit; a dataset that ends each
-  epoch makes Keras start a new iterator per epoch, and TensorFlow sets up the
-  gather function again for each (8-10 ms, about what reading an epoch of 200
-  images at 600x200 takes). The `callback` of the returned `TrialInputs` tells
-  the pipeline the fit's first epoch (at the first `on_epoch_begin`, before
-  Keras makes the iterator): a trial resumed at epoch `k` (`initial_epoch=k`,
-  or Keras's `BackupAndRestore`) replays the uninterrupted run's epoch `k`.
+- **One iterator per fit.** `train` is one epoch (the epoch the `callback`
+  of the returned `TrialInputs` set at the epoch's start), as a user's `fit`
+  or training loop expects; `train_endless` runs on from epoch to epoch: step
+  `s` of a fit that starts at epoch `k` is batch `s % steps_per_epoch` of
+  epoch `k + s // steps_per_epoch`. `trial_fit` hands `model.fit` the endless
+  one, with `steps_per_epoch`, whenever it is given `train` itself: Keras then
+  keeps one iterator for the whole fit, where a dataset that ends makes it
+  start one per epoch, and TensorFlow sets up the gather function again for
+  each (8-10 ms, about what reading an epoch of 200 images at 600x200 takes).
+  Either way a trial resumed at epoch `k` (`initial_epoch=k`, or Keras's
+  `BackupAndRestore`) replays the uninterrupted run's epoch `k`.
 - **Validation** is read in cache order, batch by batch, from the same map:
   no function of ours, so its iterator per epoch costs under a millisecond.
 """
@@ -110,27 +110,33 @@ def _options() -> tf.data.Options:
     # pipeline is already what those rewrites would make it (parallel map,
     # prefetch), so they are off.
     options.experimental_optimization.apply_default_optimizations = False
+    # Nothing runs before the first batch is asked for, so an iterator Keras
+    # makes for an epoch of `train` reads the epoch set in `on_epoch_begin`
+    # (TensorFlow's default, stated here because we rely on it).
+    options.experimental_warm_start = False
     options.deterministic = True
     return options
 
 
-def _shuffled_batches(x: tf.Tensor, y: tf.Tensor, first_epoch: tf.Variable, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Step s: batch s % steps of epoch first_epoch + s // steps, its rows sorted; without end."""
+def _shuffled_batches(x: tf.Tensor, y: tf.Tensor, epoch: tf.Variable, batch_size: int, seed: int, endless: bool) -> tf.data.Dataset:
+    """Endless: step s is batch s % steps of epoch `epoch` + s // steps. Else: the `steps` batches of epoch `epoch`.
+
+    Each batch's rows are sorted. `epoch` is read when a batch is made, and
+    set before the iterator that reads it exists (see `_EpochSetter`).
+    """
     n = int(x.shape[0])
     steps = -(-n // batch_size)
 
     def batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # `first_epoch` is set before the fit's iterator exists and not again during the fit.
-        epoch, i = first_epoch + step // steps, step % steps
+        number, i = epoch + step // steps, step % steps
         positions = tf.range(i * batch_size, tf.minimum((i + 1) * batch_size, n), dtype=tf.int64)
-        rows = tf.sort(_shuffled(positions, n, seed, epoch))
+        rows = tf.sort(_shuffled(positions, n, seed, number))
         return tf.gather(x, rows), tf.gather(y, rows)
 
     # range().repeat(): the step count without a function of its own (`Dataset.counter` has one, ~2 ms per iterator).
+    steps_made = tf.data.Dataset.range(2**62).repeat() if endless else tf.data.Dataset.range(steps)
     return (
-        tf.data.Dataset.range(2**62)
-        .repeat()
-        .map(batch, num_parallel_calls=PARALLEL_GATHERS, deterministic=True)
+        steps_made.map(batch, num_parallel_calls=PARALLEL_GATHERS, deterministic=True)
         .prefetch(PREFETCH_BATCHES)
         .with_options(_options())
     )
@@ -144,38 +150,51 @@ def _batches_in_order(x: tf.Tensor, y: tf.Tensor, batch_size: int) -> tf.data.Da
 
 @dataclass(frozen=True)
 class TrialInputs:
-    """What `fit` needs: `fit(train, validation_data=val, steps_per_epoch=steps_per_epoch, callbacks=[..., callback])`."""
+    """What `fit` needs: `fit(train, validation_data=val, callbacks=[..., callback])`.
 
-    train: tf.data.Dataset  # batches of (uint8 images (b, h, w, c), int32 labels (b,)), repeating without end
+    `train_endless` is what `trial_fit` hands `model.fit` in place of `train`
+    (with `steps_per_epoch`), so that Keras reads the whole fit from one iterator.
+    """
+
+    train: tf.data.Dataset  # one epoch of batches of (uint8 images (b, h, w, c), int32 labels (b,))
     val: tf.data.Dataset  # one pass over the validation images, in order
     callback: keras.callbacks.Callback
     steps_per_epoch: int
     validation_steps: int
+    train_endless: tf.data.Dataset  # the epochs' batches one after the other, from the fit's first epoch
 
 
-class _FirstEpoch(keras.callbacks.Callback):
-    """Tells the pipeline the epoch a fit starts at, before Keras makes the fit's iterator."""
+class _EpochSetter(keras.callbacks.Callback):
+    """Tells the pipelines which epoch Keras is beginning, before it makes the iterator that reads it.
 
-    def __init__(self, first_epoch: tf.Variable):
+    `train` reads the epoch set at each epoch's start (Keras makes an iterator
+    per epoch for a dataset that ends); `train_endless` reads the fit's first
+    epoch, set once per fit (Keras keeps one iterator when given
+    `steps_per_epoch`, made after the first `on_epoch_begin`, and after
+    `BackupAndRestore` has chosen the epoch).
+    """
+
+    def __init__(self, epoch: tf.Variable, first_epoch: tf.Variable):
         super().__init__()
-        self._first_epoch = first_epoch
+        self._epoch, self._first_epoch = epoch, first_epoch
         self._starting = True
 
     def set_epoch(self, epoch: int) -> None:
-        """The next iterator made over `train` starts at the first batch of epoch `epoch`."""
+        """The next iterator made over `train` or `train_endless` starts at the first batch of epoch `epoch`."""
         if not 0 <= epoch <= _MAX_EPOCH:
             raise ValueError(f"epoch must be in [0, 2**32), but got {epoch}.")
+        self._epoch.assign(epoch)
         self._first_epoch.assign(epoch)
 
     def on_train_begin(self, logs: Any = None) -> None:
         self._starting = True
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        # Keras makes the fit's iterator after its first on_epoch_begin (and after
-        # BackupAndRestore has chosen the epoch), then keeps it: set it once, here.
         if self._starting:
             self.set_epoch(epoch)
             self._starting = False
+        else:
+            self._epoch.assign(epoch)
 
 
 def make_datasets(data: Dataset, batch_size: int, seed: int, initial_epoch: int = 0) -> TrialInputs:
@@ -187,13 +206,14 @@ def make_datasets(data: Dataset, batch_size: int, seed: int, initial_epoch: int 
         batch_size: images per batch.
         seed: the search's seed: with the epoch, it fixes each epoch's order.
         initial_epoch: the epoch an iterator made outside `fit` starts at (in
-            `fit`, the callback sets the fit's first epoch).
+            `fit`, the callback sets it).
 
     Returns:
-        `TrialInputs`: `train` yields the epochs' shuffled batches one after
-        the other (give `fit` its `steps_per_epoch`), `val` the validation
-        batches in order (both `(uint8 images, int32 labels)`, an epoch's last
-        batch short), `callback` tells `train` each fit's first epoch.
+        `TrialInputs`: `train` yields one epoch's shuffled batches (the epoch
+        the callback last set), `train_endless` the epochs' batches one after
+        the other (give `fit` `steps_per_epoch`), `val` the validation batches
+        in order (all `(uint8 images, int32 labels)`, an epoch's last batch
+        short), `callback` sets the epoch.
 
     Raises:
         ValueError: a bad batch size or epoch, no training images, or arrays
@@ -206,10 +226,12 @@ def make_datasets(data: Dataset, batch_size: int, seed: int, initial_epoch: int 
         raise ValueError("the dataset has no training images")
     x_train, y_train = _alias(data.x_train), _alias(data.y_train)
     x_val, y_val = _alias(data.x_val), _alias(data.y_val)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     first_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="first_epoch")
-    callback = _FirstEpoch(first_epoch)
+    callback = _EpochSetter(epoch, first_epoch)
     callback.set_epoch(initial_epoch)
-    train = _shuffled_batches(x_train, y_train, first_epoch, batch_size, seed)
+    train = _shuffled_batches(x_train, y_train, epoch, batch_size, seed, endless=False)
+    endless = _shuffled_batches(x_train, y_train, first_epoch, batch_size, seed, endless=True)
     val = _batches_in_order(x_val, y_val, batch_size)
     steps, val_steps = -(-n_train // batch_size), -(-n_val // batch_size)
-    return TrialInputs(train, val, callback, steps, val_steps)
+    return TrialInputs(train, val, callback, steps, val_steps, endless)

@@ -4,8 +4,7 @@ KerasTuner's `Tuner.run_trial` calls `hypermodel.fit(hp, model, *fit_args,
 **fit_kwargs)`, and so does the worker (`fit_trial`): a `HyperModel` that
 overrides `fit` (to tune the batch size, add callbacks, train its own way)
 gets the worker's data, epochs and callbacks through it; the default `fit`
-is `model.fit`. The training pipeline repeats without end (Keras keeps one
-iterator for the whole fit), so the call carries `steps_per_epoch` too.
+is `model.fit`, which reads the whole fit from one iterator (`fit_trial`).
 
 The batch size of a trial is its `batch_size` hyperparameter when the
 hypermodel declares one (`toonvision_extended` does), else the config's
@@ -53,9 +52,9 @@ class BatchedData:
 
     Args:
         make: `batch_size -> TrialInputs` (`input_pipeline.make_datasets` over the
-            worker's memory-mapped cache): `train` (batches without end), `val`,
-            `steps_per_epoch` (batches of `train` per epoch) and the `callback`
-            that tells `train` each fit's first epoch; anything with those attributes.
+            worker's memory-mapped cache): `train` (one epoch), `train_endless`,
+            `val`, `steps_per_epoch` (batches per epoch) and the `callback`
+            that sets the epoch; anything with those attributes.
     """
 
     def __init__(self, make: Callable[[int], Any]):
@@ -76,19 +75,20 @@ class FitRecord:
 
 
 def fit_trial(hypermodel: Any, hp: Any, model: Any, data: BatchedData, batch_size: int, record: FitRecord, **fit_kwargs: Any) -> Any:
-    """`hypermodel.fit(hp, model, train, validation_data=val, steps_per_epoch=..., **fit_kwargs)` at `batch_size`; returns what it returns.
+    """`hypermodel.fit(hp, model, train, validation_data=val, **fit_kwargs)` at `batch_size`; returns what it returns.
 
-    `train` repeats without end (`input_pipeline`: one iterator per fit), so
-    every `model.fit` on it needs `steps_per_epoch`: the user's `fit` gets it
-    among the kwargs, and a `model.fit` call that lacks it (a `fit` that
-    passes on only some arguments, or trains on `train.map(...)`) gets the
-    trial's own, with the callback that tells the pipeline the fit's first epoch.
+    `train` is one epoch of batches, as a `fit` of the user's or a training
+    loop of their own expects. A `model.fit` call given `train` itself reads
+    the pipeline's endless twin with `steps_per_epoch` instead (the call's
+    own, if it gives one): one iterator for the whole fit
+    (`input_pipeline`). Every `model.fit` call gets the callback that sets
+    the pipeline's epoch, if the user's `fit` dropped it.
 
     Args:
         hypermodel: the `LoadedHypermodel` (its `fit` is the user's when they wrote one).
         hp: the trial's `HyperParameters`.
         model: the model `hypermodel` built for it.
-        data: the inputs by batch size; their `callback` (each fit's first epoch) joins `callbacks`.
+        data: the inputs by batch size; their `callback` (each epoch's order) joins `callbacks`.
         batch_size: the trial's (`trial_batch_size`).
         record: set to the batch size `model.fit` trained at (a `batch_size=` the user's `fit` passed wins).
         fit_kwargs: epochs, initial_epoch, callbacks, verbose: passed on.
@@ -106,41 +106,28 @@ def fit_trial(hypermodel: Any, hp: Any, model: Any, data: BatchedData, batch_siz
         if requested is not None and x is train:
             size = _positive_int(requested, "the batch_size given to model.fit")
             used = data(size)
-            if args:
-                args = (used.train, *args[1:])
-            else:
-                kwargs["x"] = used.train
+            x = used.train
             if kwargs.get("validation_data") is val:
                 kwargs["validation_data"] = used.val
-            if kwargs.get("steps_per_epoch") == inputs.steps_per_epoch:  # ours, not the user's: the new batch size's
-                kwargs["steps_per_epoch"] = used.steps_per_epoch
-            if kwargs.get("callbacks"):  # the first-epoch callback of the pipeline it now reads
+            if kwargs.get("callbacks"):  # the epoch setter of the pipeline it now reads
                 kwargs["callbacks"] = [used.callback if c is inputs.callback else c for c in kwargs["callbacks"]]
             record.batch_size = size
-            x = used.train
-        if _endless(x):  # ours, or made from it
-            if kwargs.get("steps_per_epoch") is None:
-                kwargs["steps_per_epoch"] = used.steps_per_epoch  # else Keras would train one endless epoch
-            if used.callback not in (kwargs.get("callbacks") or []):  # else the fit would start at another fit's epoch
-                kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), used.callback]
+        if x is used.train:  # ours as given: the endless twin, so that Keras keeps one iterator
+            x = used.train_endless
+            kwargs.setdefault("steps_per_epoch", used.steps_per_epoch)  # a user's own count streams on across epochs
+        if args:
+            args = (x, *args[1:])
+        elif "x" in kwargs:
+            kwargs["x"] = x
+        if used.callback not in (kwargs.get("callbacks") or []):  # else each epoch would read the same order
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), used.callback]
         return model_fit(*args, **kwargs)
 
     model.fit = fit  # only for this call: the user's fit reaches model.fit through it
     try:
-        return hypermodel.fit(hp, model, train, validation_data=val, steps_per_epoch=inputs.steps_per_epoch, callbacks=callbacks, **fit_kwargs)
+        return hypermodel.fit(hp, model, train, validation_data=val, callbacks=callbacks, **fit_kwargs)
     finally:
         del model.fit
-
-
-def _endless(x: Any) -> bool:
-    """A `tf.data.Dataset` that never ends (ours, or one made from it by `map`)."""
-    cardinality = getattr(x, "cardinality", None)
-    if not callable(cardinality):
-        return False
-    try:
-        return int(cardinality()) == -1  # tf.data.INFINITE_CARDINALITY, without importing TensorFlow here
-    except Exception:  # not a dataset after all
-        return False
 
 
 def history_from_result(result: Any, objective: str) -> dict[str, dict[str, float]]:
