@@ -136,3 +136,68 @@ def _train_size(shared: Path) -> int:
 
     config = small_config()
     return len(load_image_folder(shared / config["data"], tuple(config["image_size"]), 0.2, 42).y_train)
+
+
+# KerasTuner's guide "Tune the training loop", as a user writes it for our worker: `build` returns an
+# uncompiled model, `fit` trains it with its own loop over the dataset it is given, reports its own
+# metric to the callbacks at each epoch's end (without set_params or on_epoch_begin) and returns it.
+OWN_LOOP = """\
+import keras
+import keras_tuner
+import tensorflow as tf
+
+
+class LoopHyperModel(keras_tuner.HyperModel):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def build(self, hp):
+        return keras.Sequential([
+            keras.layers.Rescaling(1 / 255), keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(hp.Int("units", 2, 8, step=2), activation="relu"), keras.layers.Dense(self.num_classes),
+        ])
+
+    def fit(self, hp, model, x, validation_data, callbacks=None, epochs=1, **kwargs):
+        optimizer = keras.optimizers.Adam(hp.Float("learning_rate", 1e-4, 1e-2, sampling="log"))
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        for callback in callbacks:
+            callback.set_model(model)
+        best = float("inf")
+        for epoch in range(kwargs.get("initial_epoch", 0), epochs):
+            for images, labels in x:
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(labels, model(images, training=True))
+                optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            total = [float(loss_fn(labels, model(images))) for images, labels in validation_data]
+            my_metric = sum(total) / len(total)
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs={"my_metric": my_metric})
+            best = min(best, my_metric)
+        return best
+"""
+
+
+@pytest.mark.slow
+def test_a_custom_training_loop_as_keras_tuners_guide_writes_it_runs_a_whole_search(shared: Path, tmp_path: Path) -> None:
+    """Uncompiled model, a loop of its own over `x` (it must end), its own metric as the objective: every trial completes."""
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    (tmp_path / "loop.py").write_text(OWN_LOOP)
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump(small_config(
+        run="loop", hypermodel="loop.py:LoopHyperModel", objective="my_metric", objective_direction="min", max_trials=2, epochs=2,
+    )))  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["local", "--config", str(config), "--shared-dir", str(shared), "--workers", "1", "--tensorboard-port", "0", "--max-restarts", "0"]
+    )
+    assert result.exit_code == 0, result.output[-5000:]
+    run = shared / "runs" / "loop"
+    trials = trial_files(run)
+    assert len(trials) == 2 and all(t["status"] == "COMPLETED" for t in trials.values()), trials
+    epochs = [e for e in attempt_events(run) if e["event"] == "epoch"]
+    assert sorted((e["trial"], e["epoch"]) for e in epochs) == sorted((t, n) for t in trials for n in (0, 1))
+    assert all("my_metric" in e["logs"] for e in epochs)
+    assert all((run / "checkpoints").glob("*")), "each trial published its best epoch's weights"

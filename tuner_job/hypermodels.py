@@ -187,7 +187,11 @@ class LoadedHypermodel(keras_tuner.HyperModel):
         if not isinstance(model, keras.Model):
             raise HypermodelError(f"hypermodel {self.spec!r} returned {type(model).__name__}, not a keras.Model")
         if not model.compiled:
-            raise HypermodelError(f"hypermodel {self.spec!r} returned a model that is not compiled: call model.compile(...)")
+            if not self.overrides_fit:
+                raise HypermodelError(f"hypermodel {self.spec!r} returned a model that is not compiled: call model.compile(...)")
+            # Its own fit trains it (KerasTuner's custom-training-loop guide); Keras's callbacks, which
+            # the worker's include, read `model.optimizer`, which only compile sets.
+            model.optimizer = getattr(model, "optimizer", None)
         if not model.built:
             try:
                 model.build((None, *self.input_shape))

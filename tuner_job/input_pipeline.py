@@ -95,11 +95,28 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
     return order
 
 
+#: TensorFlow's kernels assume their buffers are aligned to this many bytes
+#: (a misaligned one aborts the process). A `.npy` file's data is (its header
+#: is padded to 64 bytes), and a memory map starts on a page.
+TENSOR_ALIGNMENT = 64
+
+
 def _alias(array: np.ndarray) -> tf.Tensor:
-    """A CPU tensor over `array`'s memory, without a copy (DLPack needs a writable array)."""
+    """A CPU tensor over `array`'s memory, without a copy (DLPack needs a writable, aligned array)."""
     if not array.flags.writeable:
         raise ValueError("the cache must be mapped copy-on-write (mmap_mode='c') to be shared with TensorFlow without a copy")
+    if array.ctypes.data % TENSOR_ALIGNMENT:
+        raise ValueError(f"an array shared with TensorFlow must start on a {TENSOR_ALIGNMENT}-byte boundary (use aligned_copy)")
     return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+
+
+def aligned_copy(array: np.ndarray) -> np.ndarray:
+    """A writable copy of `array` whose data starts on a `TENSOR_ALIGNMENT` boundary (for in-memory data)."""
+    buffer = np.empty(array.nbytes + TENSOR_ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % TENSOR_ALIGNMENT
+    out = buffer[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
 
 
 def _options() -> tf.data.Options:

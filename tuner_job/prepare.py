@@ -225,8 +225,11 @@ def prepare_search(config: SearchConfig, paths: RunPaths, fresh: bool) -> Prepar
     return Prepared(objective, classes, hypermodel, oracle, warm)
 
 
-def logged_metrics(hypermodel: Any, hp: Any, input_shape: tuple[int, int, int], num_classes: int) -> list[str]:
+def logged_metrics(hypermodel: Any, hp: Any, input_shape: tuple[int, int, int], num_classes: int, objective: str = "val_loss") -> list[str]:
     """The metric names the model built from `hp` logs: one training step on two blank images, with validation.
+
+    A hypermodel with its own `fit` is trained by it (one epoch), and what it
+    reports counts (a float it returns is `objective`'s value, as KerasTuner reads it).
 
     Raises:
         HypermodelError: that step raised (the model cannot train on the dataset's images and labels).
@@ -237,12 +240,42 @@ def logged_metrics(hypermodel: Any, hp: Any, input_shape: tuple[int, int, int], 
     images = np.zeros((2, *input_shape), dtype="uint8")  # what the worker's pipeline gives: uint8 RGB
     labels = np.arange(2, dtype="int32") % max(1, num_classes)
     try:
+        if getattr(hypermodel, "overrides_fit", False):
+            return _logged_by_own_fit(hypermodel, hp, model, images, labels, objective)
         history = model.fit(images, labels, validation_data=(images, labels), epochs=1, batch_size=2, verbose=0)
     except Exception as exc:
         raise HypermodelError(
             f"hypermodel {hypermodel.spec!r}: one training step at its default hyperparameters failed: {error_summary(exc)}"
         ) from None
     return sorted(history.history)
+
+
+def _logged_by_own_fit(hypermodel: Any, hp: Any, model: Any, images: Any, labels: Any, objective: str) -> list[str]:
+    """What a hypermodel's own `fit` reports, called as a worker calls it (`fit_trial`) for one epoch on `images`.
+
+    The names its callbacks' `on_epoch_end` saw, and those of what it
+    returned (a History, a dict of metrics, or the objective's value).
+    """
+    import keras
+
+    from tuner_job.data import Dataset
+    from tuner_job.input_pipeline import aligned_copy, make_datasets
+    from tuner_job.trial_fit import BatchedData, FitRecord, fit_trial, history_from_result
+
+    class Seen(keras.callbacks.Callback):
+        names: set[str] = set()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.names.update(logs or {})
+
+    seen = Seen()
+    seen.set_model(model)
+    data = Dataset(("a", "b"), aligned_copy(images), aligned_copy(labels), aligned_copy(images), aligned_copy(labels))
+    batched = BatchedData(lambda batch_size: make_datasets(data, batch_size, seed=0))
+    result = fit_trial(hypermodel, hp, model, batched, 2, FitRecord(2), epochs=1, initial_epoch=0, callbacks=[seen], verbose=0)
+    for logs in history_from_result(result, objective).values():
+        seen.names.update(logs)
+    return sorted(seen.names)
 
 
 def check_search(config: SearchConfig, shared_dir: Path, fresh: bool = False) -> str:
@@ -260,7 +293,9 @@ def check_search(config: SearchConfig, shared_dir: Path, fresh: bool = False) ->
         config = stage_config(config, 1, shared_dir)[0]
     paths = RunPaths(shared_dir, config.run)
     prepared = prepare_search(config, paths, fresh)
-    logged = logged_metrics(prepared.hypermodel, prepared.oracle.get_space(), (*config.image_size, 3), len(prepared.classes))
+    logged = logged_metrics(
+        prepared.hypermodel, prepared.oracle.get_space(), (*config.image_size, 3), len(prepared.classes), prepared.objective.name
+    )
     prepared.objective.require_logged(logged)
     space = _kt.space_of(prepared.oracle.hyperparameters)
     return (

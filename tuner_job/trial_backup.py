@@ -126,8 +126,9 @@ class TrialBackup:
             if state.get("format") != _FORMAT or not isinstance(state.get("history"), dict):
                 raise ValueError(f"{_STATE} is not a backup of format {_FORMAT}")
             restored = Restored(int(state["epoch"]), state["history"], state.get("best_epoch"), state.get("best_score"))
-            if model.optimizer is not None and not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)  # so that its state loads too
+            optimizer = getattr(model, "optimizer", None)  # none: a model its hypermodel's own fit trains
+            if optimizer is not None and not optimizer.built:
+                optimizer.build(model.trainable_variables)  # so that its state loads too
             model.load_weights(str(latest / _WEIGHTS))
         except Exception as exc:
             raise BackupUnreadable(latest, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")) from None

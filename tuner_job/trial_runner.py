@@ -148,6 +148,10 @@ class TrialRunner:
                 backup.save(self.model, epoch, _numbers(logs))
 
         class Reporter(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.started = time.monotonic()  # a loop of the hypermodel's own may never call on_epoch_begin
+
             def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
                 self.started = time.monotonic()
 
@@ -156,15 +160,18 @@ class TrialRunner:
                 if not runner.objective.name.startswith("val_") or any(k.startswith("val_") for k in logs):
                     runner.objective.require_logged(logs)  # a wrong objective: stop at the first epoch that shows it
                 seconds = time.monotonic() - self.started
-                # The step count shows the batch size `fit` used (`trial_fit`).
-                steps, batch_size = self.params.get("steps"), runner._fit.batch_size
+                # The step count shows the batch size `fit` used (`trial_fit`). A training loop of
+                # the hypermodel's own may call on_epoch_end without ever setting params.
+                params = self.params or {}
+                steps, batch_size = params.get("steps"), runner._fit.batch_size
                 runner._event(
                     trial=trial_id, event="epoch", epoch=epoch, execution=execution, seconds=seconds, logs=logs, steps=steps, batch_size=batch_size
                 )
                 log.info(
-                    "trial %s epoch %d/%d %s (%.1fs, %s steps of %d)",
-                    trial_id, epoch + 1, self.params.get("epochs", 0), _format_logs(logs), seconds, steps, batch_size,
+                    "trial %s epoch %d/%s %s (%.1fs, %s steps of %d)",
+                    trial_id, epoch + 1, params.get("epochs", "?"), _format_logs(logs), seconds, steps, batch_size,
                 )  # fmt: skip
+                self.started = time.monotonic()
                 try:
                     runner.client.get_trial(trial_id)  # the lease
                 except SearchFailedError:
@@ -222,7 +229,10 @@ class TrialRunner:
             log.info("trial %s resumes after epoch %d of %d", trial_id, start, epochs)
         else:
             model, start = self._fresh_start(trial, int(values.get("tuner/initial_epoch", 0)), model)
-        result = self.train_model(trial.hyperparameters, model, epochs, start, self._callbacks(trial_id, execution, backup))
+        callbacks = self._callbacks(trial_id, execution, backup)
+        for callback in callbacks:  # model.fit sets it again; a training loop of the hypermodel's own may not
+            callback.set_model(model)
+        result = self.train_model(trial.hyperparameters, model, epochs, start, callbacks)
         if self.client.search_state == "failed":
             self.client.raise_if_ended()
         if not backup.history:  # the hypermodel's own fit trained without our callbacks: take what it returned
