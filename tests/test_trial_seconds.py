@@ -84,3 +84,20 @@ def test_a_completed_trial_without_an_end_line_takes_its_epochs_seconds(running,
     record = {record.trial_id: record for record in collect_trials(RunPaths(tmp_path, "r"))}[trial.trial_id]
 
     assert record.status == "COMPLETED" and record.seconds == pytest.approx(7.5), record
+
+
+def test_a_trial_resumed_after_a_stop_counts_the_stopped_attempts_epochs(running, tmp_path: Path) -> None:
+    """Attempt 1 stopped after its first epoch (no end line), attempt 2 resumed and ended: both attempts' time counts."""
+    r = running(max_trials=2)
+    runner = _runner(tmp_path, r.port)
+    trial = runner.client.create_trial()
+    runner._event(trial=trial.trial_id, event="start")
+    runner._event(trial=trial.trial_id, event="epoch", epoch=0, execution=0, seconds=3.0, logs={"val_loss": 0.4})
+    runner._event(trial=trial.trial_id, event="start")  # the resumed attempt
+    runner._event(trial=trial.trial_id, event="epoch", epoch=1, execution=0, seconds=4.0, logs={"val_loss": 0.3})
+    runner._event(trial=trial.trial_id, event="end", status="COMPLETED", seconds=5.0, score=0.3)
+    r.end(trial, loss=0.3)
+
+    record = {record.trial_id: record for record in collect_trials(RunPaths(tmp_path, "r"))}[trial.trial_id]
+
+    assert record.status == "COMPLETED" and record.seconds == pytest.approx(8.0) and record.attempts == 2, record

@@ -25,8 +25,8 @@ class TrialRecord:
     """One trial as the leaderboard shows it.
 
     `metrics` are each metric's value at the trial's best step; `seconds` the
-    wall time of its attempts' training (summed over attempts; a completed
-    trial whose attempt was stopped before its end line: its epochs'); `worker` the
+    wall time of its attempts' training (summed over attempts; an attempt
+    stopped before its end line counts its epochs'); `worker` the
     tuner id of its last attempt, or `warm-start:<run>` for a seeded trial;
     `error` the one-line summary of its last failure.
 
@@ -65,11 +65,20 @@ def _rungs(values: dict[str, Any]) -> dict[str, Any]:
     return {"rung": _int(rung), "epochs": _int(values.get("tuner/epochs")), "promoted_from": str(parent) if parent else None}
 
 
-def _seconds(ends: list[dict[str, Any]], events: list[dict[str, Any]]) -> float | None:
-    """The attempts' seconds from their end lines; without any (a process stopped before it wrote one), its epochs' seconds."""
-    total = sum(float(e.get("seconds", 0.0)) for e in ends)
-    if not total:
-        total = sum(float(e.get("seconds", 0.0)) for e in events if e.get("event") == "epoch")
+def _seconds(events: list[dict[str, Any]]) -> float | None:
+    """The trial's seconds over its attempts (each begins with a start line): an attempt's end line, else its epochs'.
+
+    An attempt without an end line was stopped (a signal, a kill) before it
+    wrote one; the epochs it logged still took their time.
+    """
+    total, attempt = 0.0, []
+    for event in [*events, {"event": "start"}]:
+        if event.get("event") == "start" and attempt:
+            ends = [e for e in attempt if e.get("event") == "end"]
+            counted = ends or [e for e in attempt if e.get("event") == "epoch"]
+            total += sum(float(e.get("seconds", 0.0)) for e in counted)
+            attempt = []
+        attempt.append(event)
     return total or None
 
 
@@ -92,7 +101,7 @@ def collect_trials(paths: RunPaths) -> list[TrialRecord]:
                 metrics=best_step_metrics(trial),
                 score=finite(trial.get("score")),
                 best_step=trial.get("best_step"),
-                seconds=_seconds(ends, events if trial.get("status") == "COMPLETED" else []),
+                seconds=_seconds(events),
                 epochs_trained=sum(1 for e in events if e.get("event") == "epoch"),
                 attempts=len(starts),
                 error=error_line(paths, trial_id),
