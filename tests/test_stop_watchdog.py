@@ -80,3 +80,42 @@ time.sleep(60)
 """
     code, took, output = _stop(script)
     assert code == 143 and "backup whole" in output and took >= 2.5, output
+
+
+def test_the_watchdog_starts_while_the_main_thread_is_stuck_in_c() -> None:
+    """A main thread inside a C call (TensorFlow's, a blocked write) never runs the Python handler: the countdown starts anyway.
+
+    The main thread blocks SIGTERM, so the kernel hands it to another thread and
+    `time.sleep` in the main thread is never interrupted: Python's C handler
+    runs, the Python one would wait the whole 60 s.
+    """
+    script = """
+import signal, time
+from tuner_job import stopping
+stopping.install(hard_exit_after=1.0, deferred_limit=1.0)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+print("ready", flush=True)
+time.sleep(60)
+print("never stopped", flush=True)
+"""
+    code, took, output = _stop(script)
+    assert code == 143 and "never stopped" not in output, output
+    assert 0.9 <= took < 20, took
+
+
+def test_a_backup_that_never_ends_does_not_hold_the_hard_exit_forever() -> None:
+    """The hard exit waits for a `deferred()` write at most `deferred_limit` seconds more (a hung write, a stuck volume)."""
+    script = """
+import time
+from tuner_job import stopping
+stopping.install(hard_exit_after=0.5, deferred_limit=1.0)
+try:
+    with stopping.deferred():
+        print("ready", flush=True)
+        time.sleep(60)
+except BaseException:
+    pass
+"""
+    code, took, output = _stop(script)
+    assert code == 143 and "a backup was still being written" in output, output
+    assert 1.4 <= took < 20, took

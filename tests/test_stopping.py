@@ -65,8 +65,13 @@ def descendants(pid: int) -> set[int]:
 
 
 def _cmdline(pid: int) -> str:
+    """The command line of `pid`, with its tuner id and kernel state (what a process left running was doing)."""
+    proc = Path(f"/proc/{pid}")
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+        line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+        environ = dict(item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item)
+        state = next((s for s in (proc / "status").read_text().splitlines() if s.startswith("State:")), "")
+        return f"{line} [{environ.get(b'KERASTUNER_TUNER_ID', b'-').decode()}; {state}; wchan {(proc / 'wchan').read_text()}]"
     except OSError:
         return "?"
 
