@@ -20,7 +20,7 @@ Each pipeline fits `epochs` epochs (the demo's 4) in its turn, `rounds`
 times, after a warm-up fit (Keras traces its step functions there).
 `<name>_images_per_s` is a fit's images (training + validation, every epoch)
 over the median `fit` call (`<name>_fit_seconds`): what a fit sets up once
-(ours: its iterator, the gather function set up, ~8 ms) and what it leaves
+(ours: its iterator, the gather function set up, ~1 ms) and what it leaves
 behind (the copy: the iterator Keras made for an epoch that never comes, its
 shuffle buffer filling) are counted in. `<name>_first_epoch_seconds` and
 `<name>_later_epoch_seconds` (medians) show a fit's epochs apart.
