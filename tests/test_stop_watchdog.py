@@ -7,6 +7,7 @@ caught by a library's `except BaseException`), nothing else would end it.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,10 +32,11 @@ print("never stopped", flush=True)
 """
 
 
-def _stop(script: str) -> tuple[int, float, str]:
-    """Start `script`, SIGTERM it once it prints `ready`: (exit code, seconds from the signal to the exit, output)."""
+def _stop(script: str, settle: float = 0.0) -> tuple[int, float, str]:
+    """Start `script`, SIGTERM it `settle` seconds after it prints `ready`: (exit code, seconds from the signal to the exit, output)."""
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(settle)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
@@ -98,7 +100,7 @@ print("ready", flush=True)
 time.sleep(60)
 print("never stopped", flush=True)
 """
-    code, took, output = _stop(script)
+    code, took, output = _stop(script, settle=0.5)  # the main thread in its sleep: it runs no Python handler now
     assert code == 143 and "never stopped" not in output, output
     assert 0.9 <= took < 20, took
 
@@ -119,3 +121,40 @@ except BaseException:
     code, took, output = _stop(script)
     assert code == 143 and "a backup was still being written" in output, output
     assert 1.4 <= took < 20, took
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_process_goes_on(tmp_path) -> None:
+    """`kill -USR1` on a process that seems stuck shows where each thread is (`$TUNER_STACK_DUMP`), and does not stop it."""
+    stacks = tmp_path / "stacks.txt"
+    script = """
+import threading, time
+from tuner_job import stopping
+stopping.install(hard_exit_after=5.0)
+def waiting_in_a_helper_thread():
+    time.sleep(60)
+threading.Thread(target=waiting_in_a_helper_thread, daemon=True).start()
+def sleeping_in_the_main_thread():
+    print("ready", flush=True)
+    time.sleep(60)
+try:
+    sleeping_in_the_main_thread()
+except stopping.Stopped as stop:
+    raise SystemExit(stop.exit_code)
+"""
+    env = dict(os.environ, TUNER_STACK_DUMP=str(stacks))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "sleeping_in_the_main_thread" not in (stacks.read_text() if stacks.exists() else ""):
+            time.sleep(0.1)
+        text = stacks.read_text()
+        assert "sleeping_in_the_main_thread" in text and "waiting_in_a_helper_thread" in text, text
+        assert proc.poll() is None, "SIGUSR1 stopped the process"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -22,16 +22,21 @@ Contract:
   `128 + signum` at once, or as soon as a `deferred()` write it is inside
   ends (waiting at most `DEFERRED_LIMIT` seconds for it). Files a resume
   reads are published by rename, so even that exit leaves them whole. The
-  countdown starts in a thread of its own that Python's C-level signal
-  handler wakes (`signal.set_wakeup_fd`), so it starts even while the main
-  thread is blocked inside TensorFlow or another C call and cannot run a
-  Python handler.
+  countdown runs in a thread started with `install`, which Python's C-level
+  signal handler wakes (`signal.set_wakeup_fd`): it starts even while the
+  main thread is blocked inside TensorFlow or another C call and cannot run
+  a Python handler, and the handler itself starts no thread and takes no
+  lock (it may interrupt the main thread inside one).
+- `install(hard_exit_after=S)` also makes SIGUSR1 print every thread's
+  Python stack, to stderr or to `$TUNER_STACK_DUMP`: for a process that
+  seems stuck (`kill -USR1 <pid>`; `faulthandler`, so it works even then).
 
 Stdlib only: the worker and the chief install it before TensorFlow is imported.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -39,26 +44,38 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from tuner_job.errors import exit_code_of_signal
 
-__all__ = ["STOP_SIGNALS", "HARD_EXIT_AFTER", "Stopped", "install", "deferred", "on_signal", "received", "signal_name"]
+__all__ = [
+    "STOP_SIGNALS",
+    "HARD_EXIT_AFTER",
+    "DEFERRED_LIMIT",
+    "ENV_STACK_DUMP",
+    "Stopped",
+    "install",
+    "deferred",
+    "on_signal",
+    "received",
+    "signal_name",
+]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Seconds a process of ours may take to stop after a signal: well inside the chart's grace periods (30 s chief, 60 s workers).
 HARD_EXIT_AFTER = 15.0
 #: Seconds the hard exit waits, at most, for a `deferred()` write it finds under way (then exits anyway: files are renamed into place whole).
-DEFERRED_LIMIT = 30.0
+DEFERRED_LIMIT = 5.0
+#: The file SIGUSR1 appends every thread's stack to (unset: stderr).
+ENV_STACK_DUMP = "TUNER_STACK_DUMP"
 
 _depth = 0  # nested deferred() blocks
 _pending: int | None = None  # a signal held by deferred()
 _callback: Callable[[int], None] | None = None
 _received: int | None = None
 _hard_exit_after: float | None = None
-_deferred_limit = DEFERRED_LIMIT
 _watchdog: threading.Thread | None = None
-_watchdog_lock = threading.Lock()
-_wakeup: tuple[int, int] | None = None  # the pipe Python's C signal handler writes each signal's number to
+_stack_file: Any = None
 
 
 def signal_name(signum: int) -> str:
@@ -83,46 +100,30 @@ class Stopped(BaseException):
 
 
 def _handler(signum: int, frame: object) -> None:
+    # Only state and a raise here: a signal handler interrupts the main thread
+    # anywhere, inside a lock of the threading module or a library's included,
+    # so it starts no thread and takes no lock (the watchdog is already running).
     global _pending, _received
     _received = signum
     if _callback is not None:
         _callback(signum)
         return
-    _start_watchdog(signum)
     if _depth:
         _pending = signum
     else:
         raise Stopped(signum)
 
 
-def _start_watchdog(signum: int) -> None:
-    """Start the hard-exit countdown for `signum`, once per process (from the handler or the wakeup thread)."""
-    global _watchdog
-    with _watchdog_lock:
-        if _hard_exit_after is None or _watchdog is not None:
-            return
-        seconds, limit = _hard_exit_after, _deferred_limit
+def _watch(read_fd: int, seconds: float, limit: float) -> None:
+    """The stop watchdog's thread: wait for a stop signal no callback takes, then exit `seconds` later.
 
-        def exit_late() -> None:
-            time.sleep(seconds)
-            waited_until = time.monotonic() + limit
-            while _depth and time.monotonic() < waited_until:  # a backup being written is let finish
-                time.sleep(0.2)
-            left = " (a backup was still being written)" if _depth else ""
-            print(f"{signal_name(signum)}: still running {seconds:g}s later{left}; exiting now", file=sys.stderr, flush=True)
-            os._exit(exit_code_of_signal(signum))
-
-        _watchdog = threading.Thread(target=exit_late, name="stop-watchdog", daemon=True)
-        _watchdog.start()
-
-
-def _watch_wakeups(read_fd: int) -> None:
-    """Read the signal numbers Python's C handler writes, and start the countdown for a stop signal no callback takes.
-
-    Runs in a thread of its own: the C handler writes even while the main
-    thread is stuck in a C call that never returns to Python to run `_handler`.
+    Python's C-level handler writes each signal's number to `read_fd`'s pipe
+    (`signal.set_wakeup_fd`) the moment the signal comes, whatever the main
+    thread is doing: even stuck in a C call, it never has to run `_handler`
+    for the countdown to start.
     """
-    while True:
+    signum = None
+    while signum is None:
         try:
             data = os.read(read_fd, 64)
         except InterruptedError:
@@ -131,29 +132,40 @@ def _watch_wakeups(read_fd: int) -> None:
             return
         if not data:
             return
-        for signum in data:
-            if signum in STOP_SIGNALS and _callback is None:
-                _start_watchdog(signum)
+        signum = next((n for n in data if n in STOP_SIGNALS and _callback is None), None)
+    time.sleep(seconds)
+    waited_until = time.monotonic() + limit
+    while _depth and time.monotonic() < waited_until:  # a backup being written is let finish
+        time.sleep(0.2)
+    left = " (a backup was still being written)" if _depth else ""
+    print(f"{signal_name(signum)}: still running {seconds:g}s later{left}; exiting now", file=sys.stderr, flush=True)
+    os._exit(exit_code_of_signal(signum))
 
 
-def _watch_from_c_handler() -> None:
-    global _wakeup
-    if _wakeup is not None:
+def _start_watchdog(seconds: float, limit: float) -> None:
+    global _watchdog
+    if _watchdog is not None:
         return
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)  # the C handler must never block
-    try:
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    except ValueError:  # not the main thread (install checked) or an fd Python refuses
-        os.close(read_fd)
-        os.close(write_fd)
-        return
-    _wakeup = (read_fd, write_fd)
-    threading.Thread(target=_watch_wakeups, args=(read_fd,), name="stop-wakeups", daemon=True).start()
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    _watchdog = threading.Thread(target=_watch, args=(read_fd, seconds, limit), name="stop-watchdog", daemon=True)
+    _watchdog.start()
+
+
+def _register_stack_dump() -> None:
+    """SIGUSR1 prints every thread's Python stack: to `$TUNER_STACK_DUMP` (appended) when set, else to stderr (`kubectl logs`)."""
+    global _stack_file
+    path = os.environ.get(ENV_STACK_DUMP)
+    _stack_file = open(path, "a") if path else sys.stderr  # noqa: SIM115 (kept open: faulthandler writes to it from C)
+    faulthandler.register(signal.SIGUSR1, file=_stack_file, all_threads=True)
 
 
 def install(hard_exit_after: float | None = None, deferred_limit: float = DEFERRED_LIMIT) -> bool:
     """Route SIGTERM, SIGINT and SIGHUP here; returns False (and does nothing) off the main thread.
+
+    Also makes SIGUSR1 print every thread's stack (`kill -USR1 <pid>` on a
+    process that seems stuck), to stderr or to the file `$TUNER_STACK_DUMP` names.
 
     Args:
         hard_exit_after: seconds after the first stop signal (not one an `on_signal`
@@ -162,14 +174,15 @@ def install(hard_exit_after: float | None = None, deferred_limit: float = DEFERR
         deferred_limit: seconds the hard exit then waits, at most, for a
             `deferred()` block under way to end.
     """
-    global _hard_exit_after, _deferred_limit
+    global _hard_exit_after
     if threading.current_thread() is not threading.main_thread():
         return False
-    _hard_exit_after, _deferred_limit = hard_exit_after, deferred_limit
+    _hard_exit_after = hard_exit_after
     for signum in STOP_SIGNALS:
         signal.signal(signum, _handler)
     if hard_exit_after is not None:
-        _watch_from_c_handler()
+        _start_watchdog(hard_exit_after, deferred_limit)
+        _register_stack_dump()
     return True
 
 
