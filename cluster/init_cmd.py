@@ -16,6 +16,7 @@ import typer
 from cluster.errors import BadInputError, user_errors
 from tuner_job.config import SearchConfig, parse_config
 from tuner_job.layout import atomic_write_text
+from tuner_job.progress import counted
 
 __all__ = ["KEYS", "init_command", "defaults_note", "search_yaml"]
 
@@ -90,7 +91,7 @@ def defaults_note(config: SearchConfig) -> str:
     height, width = config.image_size
     note = (
         f"no --config and no ./search.yaml: using the built-in defaults: run {config.run}, data {config.data}, "
-        f"{height}x{width} images, {config.tuner} search of {config.max_trials} trials x {config.epochs} epochs"
+        f"{height}x{width} images, {config.tuner} search of {counted(config.max_trials, 'trial')} x {counted(config.epochs, 'epoch')}"
     )
     if config.max_trials >= 100 and config.image_size == SearchConfig.model_fields["image_size"].default:
         note += " (the article's full search: hours on a CPU; --max-trials and --epochs shorten it)"

@@ -25,7 +25,7 @@ from tuner_job.config import SearchConfig, dump_config
 from tuner_job.contract import ENV_SHARED_DIR, TENSORBOARD_PORT
 from tuner_job.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SEARCH_FAILED
 from tuner_job.layout import RunPaths, read_json
-from tuner_job.progress import state_line
+from tuner_job.progress import counted, state_line
 
 __all__ = ["check_inputs", "summarize", "local"]
 
@@ -114,9 +114,8 @@ def local_command_impl(
         config, shared_dir, workers, fresh=fresh, port=port, tensorboard_port=tensorboard_port, max_restarts=max_restarts, console=console,
         keep_tensorboard=keep_tensorboard,
     )
-    console.print(
-        f"search [bold]{config.run}[/bold]: {config.tuner}, {config.max_trials} trials, {workers} workers, oracle on 127.0.0.1:{search.port}"
-    )
+    sizes = f"{counted(config.max_trials, 'trial')}, {counted(workers, 'worker')}"
+    console.print(f"search [bold]{config.run}[/bold]: {config.tuner}, {sizes}, oracle on 127.0.0.1:{search.port}")
     code = search.run()
 
     def report() -> int:

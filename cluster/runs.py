@@ -44,8 +44,12 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def leaderboard_table(records: list[TrialRecord], objective: str, title: str, top: int = 10) -> Table:
-    """The leaderboard as a rich table; asha's and hyperband's trials with their rung, epochs and the trial each was promoted from."""
+def leaderboard_table(records: list[TrialRecord], objective: str, title: str, top: int = 10, stopped: bool = False) -> Table:
+    """The leaderboard as a rich table; asha's and hyperband's trials with their rung, epochs and the trial each was promoted from.
+
+    `stopped`: the search was stopped by a signal, so a trial still RUNNING in
+    its files is shown as INTERRUPTED (the next start resumes it).
+    """
     table = Table(title=title, title_justify="left")
     rungs = has_rungs(records)
     columns = (("#", "right"), ("trial", "right"), ("status", "left"), (objective, "right"), ("worker", "left"), ("secs", "right"))
@@ -60,7 +64,7 @@ def leaderboard_table(records: list[TrialRecord], objective: str, title: str, to
         table.add_row(
             str(i) if r.status == "COMPLETED" else "-",
             r.trial_id,
-            r.status,
+            "INTERRUPTED" if stopped and r.status == "RUNNING" else r.status,
             "-" if r.score is None else f"{r.score:.4f}",
             r.worker or "-",
             "-" if r.seconds is None else f"{r.seconds:.1f}",
@@ -77,8 +81,14 @@ def print_leaderboard(paths: RunPaths, top: int = 10, console: Console | None = 
     status = read_status(paths)
     state = status.get("state", "unknown")
     done = sum(1 for r in records if r.status in ENDED)
-    title = f"run {paths.run}: {state}, {done}/{status.get('max_trials', '?')} trials done (top {min(top, len(records))})"
-    console.print(leaderboard_table(records, objective.name, title, top))
+    shown = f"top {min(top, len(records))}"
+    if has_rungs(records):  # max_trials counts new configurations; a promotion is a trial of its own
+        configurations = sum(1 for r in records if r.status in ENDED and not r.promoted_from)
+        counts = f"{configurations}/{status.get('max_trials', '?')} configurations done, {done} trials with promotions"
+    else:
+        counts = f"{done}/{status.get('max_trials', '?')} trials done"
+    title = f"run {paths.run}: {state}, {counts} ({shown})"
+    console.print(leaderboard_table(records, objective.name, title, top, stopped=state == "stopped"))
     if status.get("message") and state == "failed":
         console.print(f"[red]search failed:[/red] {status['message']}")
     elif state == "stopped":

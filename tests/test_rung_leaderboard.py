@@ -61,6 +61,8 @@ def test_a_promotion_is_its_own_row_with_its_rung_epochs_and_parent(running, tmp
     first = next(line for line in result.output.splitlines() if f" {promoted.trial_id} " in line and "COMPLETED" in line)
     cells = [cell.strip() for cell in first.split("│")[1:-1]]
     assert cells[6:8] == ["1", "3"] and cells[8].startswith(f"promoted from trial {parent}:"), result.output
+    # max_trials counts new configurations: 3 of them and a promotion are 4 trials, not "4/3 trials done"
+    assert "3/3 configurations done, 4 trials with promotions" in result.output, result.output
 
 
 def test_other_tuners_keep_their_columns(running, tmp_path: Path) -> None:
@@ -83,3 +85,14 @@ def test_hyperband_trials_show_their_round_and_epochs() -> None:
     values = {"units": 8, "tuner/epochs": 9, "tuner/initial_epoch": 3, "tuner/bracket": 2, "tuner/round": 2, "tuner/trial_id": "0007"}
     assert _rungs(values) == {"rung": 2, "epochs": 9, "promoted_from": "0007"}
     assert _rungs({"units": 8, "tuner/epochs": 3, "tuner/bracket": 2, "tuner/round": 0}) == {"rung": 0, "epochs": 3, "promoted_from": None}
+
+
+def test_the_csv_shows_a_stepped_float_as_the_step_reads() -> None:
+    """KerasTuner computes a stepped Float as min + i * step: 0.1 + 2 * 0.1 is 0.30000000000000004, which a spreadsheet shows as typed."""
+    from tuner_job.results import TrialRecord, _csv
+
+    stepped = 0.1 + 2 * 0.1
+    assert stepped != 0.3
+    record = TrialRecord("00", "COMPLETED", "tuner0", {"dropout": stepped, "units": 32, "lr": 1.234567890123456e-4}, {"val_loss": 0.5}, 0.5, 0, 12.0)
+    row = next(csv.DictReader(io.StringIO(_csv([record]))))
+    assert (row["dropout"], row["units"], row["lr"]) == ("0.3", "32", "0.000123456789012"), row

@@ -90,6 +90,9 @@ def test_tunectl_local_stopped_then_run_again(shared: Path, tmp_path: Path, slow
     assert "resumable: run the same command again" in result.output
     records = {t["trial_id"]: t for t in _results(shared)}
     assert records["0"]["status"] == "COMPLETED" and records["0"]["seconds"], records["0"]
+    assert records["1"]["status"] == "RUNNING", records["1"]  # in its files, as the chief left it ...
+    row = next(line for line in result.output.splitlines() if line.count("│") > 3 and line.split("│")[2].strip() == "1")  # trial 1
+    assert "INTERRUPTED" in row and "RUNNING" not in result.output, result.output  # ... and shown for what it is
 
     again = Launcher(args, tmp_path, FAULT_SLEEP="0")
     try:

@@ -47,7 +47,7 @@ from tuner_job.chief_startup import ORACLE_SERVICE
 from tuner_job.keepalive import server_options
 from tuner_job.layout import RunPaths
 from tuner_job.leases import TrialLeases
-from tuner_job.progress import SearchProgress
+from tuner_job.progress import SearchProgress, counted
 from tuner_job.state_store import StateStore
 
 __all__ = ["OracleServer", "SEARCH_STATE_KEY", "SEARCH_MESSAGE_KEY", "SEARCH_RUN_KEY", "BAD_INPUT_KEY"]
@@ -153,7 +153,7 @@ class OracleServer(_kt.pb_grpc.OracleServicer):
         for trial in self.oracle.ongoing_trials.values():
             self.leases.grant(trial.trial_id)
         notes.append(
-            f"resumed: {len(self.oracle.trials)} trials, {len(self._ended)} finished, "
+            f"resumed: {counted(len(self.oracle.trials), 'trial')}, {len(self._ended)} finished, "
             f"{len(self.oracle.ongoing_trials)} in flight (kept with their workers), {len(_kt_state.queued(self.oracle))} queued"
         )
         self.store.flush_now()

@@ -19,7 +19,7 @@ from typing import Any
 from tuner_job.objective import Objective, finite
 from tuner_job.trials import trial_order
 
-__all__ = ["RESUMABLE", "Scoreboard", "SearchProgress", "state_line", "trials_done_of_max"]
+__all__ = ["RESUMABLE", "Scoreboard", "SearchProgress", "counted", "state_line", "trials_done_of_max"]
 
 
 #: What a stopped search's status says to do next.
@@ -148,7 +148,7 @@ class SearchProgress:
         """`5 trials (4 completed, 1 failed), best val_loss 0.1234 (trial 3)`."""
         board = self.scoreboard
         best = "none" if board.best is None else board.best_text()
-        return f"{board.done} trials ({board.completed} completed, {board.failed} failed), best {self.objective.name} {best}"
+        return f"{counted(board.done, 'trial')} ({board.completed} completed, {board.failed} failed), best {self.objective.name} {best}"
 
     def restore(self, status: dict[str, Any]) -> str | None:
         """Read back what a previous chief's `status.json` holds; return a note when the search had failed.
@@ -192,6 +192,11 @@ class SearchProgress:
             "bad_input": self.bad_input,
             "updated": time.time(),
         }
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 trial`, `2 trials`, `0 trials` (`plural` for a noun that takes more than an s: `1 class`, `2 classes`)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def state_line(status: dict[str, Any]) -> str:

@@ -148,10 +148,15 @@ def _csv(records: list[TrialRecord]) -> str:
                 "" if r.seconds is None else round(r.seconds, 3),
                 *([_blank(r.rung), _blank(r.epochs), r.promoted_from or ""] if rungs else []),
                 *(r.metrics.get(m, "") for m in metric_names),
-                *(r.hyperparameters.get(h, "") for h in hp_names),
+                *(_tidy(r.hyperparameters.get(h, "")) for h in hp_names),
             ]
         )
     return buffer.getvalue()
+
+
+def _tidy(value: Any) -> Any:
+    """A float hyperparameter to 12 significant digits: a stepped range's `0.1 + 2 * 0.1` is 0.3, not 0.30000000000000004."""
+    return float(f"{value:.12g}") if isinstance(value, float) else value
 
 
 def _blank(value: Any) -> Any:

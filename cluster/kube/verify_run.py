@@ -45,6 +45,7 @@ from cluster.kube.options import DEFAULT_NAMESPACE, DEFAULT_RELEASE, ChartDir, C
 from cluster.kube.preflight import Preflight, preflight
 from cluster.kube.status import chief_job_state
 from cluster.kube.tools import run_tool
+from tuner_job.progress import counted
 
 __all__ = ["TRIALS_PER_WORKER", "register", "verify_run"]
 
@@ -122,7 +123,7 @@ def _run_checks(pf: Preflight, chart: Path, values: list[Path], sets: list[str],
         layered.insert(0, release.kind_values(chart))
     workers = _workers(release.render(pf.release_name, chart, pf.namespace, layered, sets))
     trials = TRIALS_PER_WORKER * workers
-    typer.echo(f"verify-run: a search of {trials} trials on {workers} workers, run {run}, release {pf.release_name!r}")
+    typer.echo(f"verify-run: a search of {counted(trials, 'trial')} on {counted(workers, 'worker')}, run {run}, release {pf.release_name!r}")
     run_sets = [*sets, f"search.run={run}", f"search.max_trials={trials}", "search.epochs=1"]
     deploy(pf, chart, values, run_sets, kind_preset=kind_preset, replace=False, wait=False,
            timeout_s=timeout_s, context_flag=context_flag)  # fmt: skip
