@@ -158,3 +158,37 @@ except stopping.Stopped as stop:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_swallowed_stop_is_raised_again_where_the_worker_checks() -> None:
+    """`raise_if_stopped` (after each batch, before each trial) raises a `Stopped` that a finaliser or a library lost.
+
+    The watchdog is off here, so only the check can end the loop; outside a
+    `deferred()` block and an `on_signal()` callback only.
+    """
+    script = """
+import os, signal, time
+from tuner_job import stopping
+stopping.install(hard_exit_after=None)
+stopping.raise_if_stopped()  # no signal yet: nothing
+print("ready", flush=True)
+try:
+    time.sleep(60)
+except BaseException:  # a library's catch-all, or a finaliser: the stop is lost here
+    pass
+with stopping.on_signal(lambda signum: None):
+    stopping.raise_if_stopped()  # a callback owns the stop: nothing
+with stopping.deferred():
+    stopping.raise_if_stopped()  # a backup being written: nothing (it is let finish)
+    print("inside deferred: not raised", flush=True)
+for batch in range(100):
+    try:
+        stopping.raise_if_stopped()
+    except stopping.Stopped as stop:
+        print(f"raised again at batch {batch}", flush=True)
+        raise SystemExit(stop.exit_code)
+print("never stopped", flush=True)
+"""
+    code, took, output = _stop(script, settle=0.3)
+    assert code == 143 and took < 20, output
+    assert output.splitlines() == ["inside deferred: not raised", "raised again at batch 0"], output

@@ -11,7 +11,10 @@ Contract:
   finished rather than lost.
 - Inside `on_signal(callback)` a signal calls `callback(signum)` instead (the
   chief's event loop: the server stops serving, saves its state and returns).
-- `received()` is the last signal that came, whatever the mode.
+- `received()` is the last signal that came, whatever the mode;
+  `raise_if_stopped()` raises `Stopped` again for one that was lost on the
+  way (raised in a finaliser, swallowed by a library): the worker calls it
+  after every batch and before every trial.
 - A second signal while one is being handled does the same again: handlers
   are idempotent, and Kubernetes sends SIGKILL after the grace period anyway.
 - `install(hard_exit_after=S)` (the process's entry point) is the safety net
@@ -57,6 +60,7 @@ __all__ = [
     "install",
     "deferred",
     "on_signal",
+    "raise_if_stopped",
     "received",
     "signal_name",
 ]
@@ -184,6 +188,20 @@ def install(hard_exit_after: float | None = None, deferred_limit: float = DEFERR
         _start_watchdog(hard_exit_after, deferred_limit)
         _register_stack_dump()
     return True
+
+
+def raise_if_stopped() -> None:
+    """Raise `Stopped` again for a stop signal that came and was lost on the way; do nothing otherwise.
+
+    A `Stopped` raised while the main thread runs a finaliser (`__del__`, a
+    weakref callback: TensorFlow and Keras have many) is printed as "Exception
+    ignored" and lost, and a library's `except BaseException` may swallow it.
+    The worker calls this after each batch and before each trial, so such a
+    stop takes effect a batch later, not at the hard exit. Inside `deferred()`
+    the block's end raises it; under `on_signal()` the callback has it.
+    """
+    if _received is not None and _callback is None and _depth == 0:
+        raise Stopped(_received)
 
 
 def received() -> int | None:

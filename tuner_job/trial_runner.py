@@ -155,7 +155,11 @@ class TrialRunner:
             def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
                 self.started = time.monotonic()
 
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                stopping.raise_if_stopped()  # a stop signal whose `Stopped` a finaliser or a library swallowed
+
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                stopping.raise_if_stopped()
                 logs = _numbers(logs)
                 if not runner.objective.name.startswith("val_") or any(k.startswith("val_") for k in logs):
                     runner.objective.require_logged(logs)  # a wrong objective: stop at the first epoch that shows it

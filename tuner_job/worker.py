@@ -7,7 +7,7 @@ import logging
 import time
 import warnings
 
-from tuner_job import _kt
+from tuner_job import _kt, stopping
 from tuner_job.config import SearchConfig
 from tuner_job.devices import configure_threads, require_gpus
 from tuner_job.env import Role
@@ -73,6 +73,7 @@ def run_worker(config: SearchConfig, paths: RunPaths, role: Role) -> int:
         runner = TrialRunner(config, paths, role.tuner_id, hypermodel, batched, client)
         log.info("ready after %.1fs: %d classes, input %s", time.monotonic() - started, data.num_classes, data.input_shape)
         while True:
+            stopping.raise_if_stopped()  # a stop that was lost on the way: no new trial
             trial = client.create_trial()
             if trial.status == _kt.TrialStatus.STOPPED:
                 client.raise_if_ended()

@@ -208,7 +208,8 @@ def test_a_running_search_grows_then_shrinks_its_workers(shared: Path, tmp_path:
     # Each stopped worker died inside the trial it was stopped in; that trial went back to the
     # queue (after its lease) and the remaining worker trained it.
     by_id = {t["trial_id"]: t for t in results["trials"]}
-    assert {tuner: _held(events[tuner]) for tuner in stopped_in} == stopped_in
+    held = {tuner: _held(events[tuner]) for tuner in stopped_in}
+    assert held == stopped_in, f"{ {tuner: events[tuner][-3:] for tuner in stopped_in} }\n{pods.all_logs()[-6000:]}"
     for tuner, trial_id in stopped_in.items():
         assert by_id[trial_id]["worker"] == "tuner0", (tuner, by_id[trial_id])
         assert by_id[trial_id]["attempts"] >= 2, by_id[trial_id]
