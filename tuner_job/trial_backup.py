@@ -148,10 +148,12 @@ class TrialBackup:
             self.best_epoch, self.best_score = epoch, float(logs[self.objective.name])
         previous = self.latest()
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".epoch-", suffix=".tmp", dir=self.folder))
         final = self.folder / f"epoch-{epoch:05d}"
+        tmp: Path | None = None
         try:
             with stopping.deferred():  # SIGTERM now: finish this epoch's backup, then stop
+                # Made inside the block: a signal that comes once the write has begun (its folder exists) lets it finish.
+                tmp = Path(tempfile.mkdtemp(prefix=".epoch-", suffix=".tmp", dir=self.folder))
                 model.save_weights(str(tmp / _WEIGHTS))
                 if is_best:
                     copy_or_link(tmp / _WEIGHTS, tmp / _BEST)
@@ -177,7 +179,8 @@ class TrialBackup:
             log.info("%s came during the backup of epoch %d (%s); it was finished first", stopping.signal_name(stop.signum), epoch + 1, final)
             raise
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # a no-op once renamed
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)  # a no-op once renamed
             raise
 
     def publish_checkpoint(self, target: Path) -> bool:
