@@ -192,3 +192,60 @@ print("never stopped", flush=True)
     code, took, output = _stop(script, settle=0.3)
     assert code == 143 and took < 20, output
     assert output.splitlines() == ["inside deferred: not raised", "raised again at batch 0"], output
+
+
+def test_the_hard_exit_does_not_depend_on_stderr() -> None:
+    """A launcher killed outright leaves its children's stderr a pipe nobody reads: the exit's message fails, the exit must not."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SWALLOWS.format(after="0.5", runs=60)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert proc.stderr is not None
+        proc.stderr.close()  # the reader is gone: a write to stderr now fails with a broken pipe
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert code == 143 and time.monotonic() - sent < 20, code
+
+
+def test_a_forked_childs_signal_does_not_wake_the_parents_watchdog() -> None:
+    """A SIGTERM to a forked child (a multiprocessing pool's worker) is the child's: the parent goes on."""
+    script = """
+import os, signal, time
+from tuner_job import stopping
+stopping.install(hard_exit_after=0.5)
+child = os.fork()
+if child == 0:
+    try:
+        time.sleep(30)
+    finally:
+        os._exit(0)
+time.sleep(0.3)
+os.kill(child, signal.SIGTERM)
+os.waitpid(child, 0)
+print("ready", flush=True)
+time.sleep(2)  # the parent's watchdog would have ended it by now
+print("parent still running", flush=True)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "parent still running" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_a_stop_a_callback_took_has_a_later_hard_exit() -> None:
+    """The chief's stop (an `on_signal` callback saving its state) is given longer, but not for ever."""
+    script = """
+import time
+from tuner_job import stopping
+stopping.install(hard_exit_after=0.3, callback_exit_after=2.0)
+with stopping.on_signal(lambda signum: None):  # the callback takes the stop; the stop then hangs
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+    code, took, output = _stop(script, settle=0.3)
+    assert code == 143 and 1.8 <= took < 20, (code, took, output)
+    assert "SIGTERM: still running 2s later; exiting now" in output, output

@@ -55,3 +55,14 @@ def test_an_error_in_the_function_reaches_the_reader() -> None:
     dataset = map_on_host(tf.data.Dataset.range(3), checked)
     with pytest.raises(tf.errors.InvalidArgumentError):
         list(dataset)
+
+
+def test_a_tensorflow_whose_private_classes_changed_falls_back(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def changed(*args: object, **kwargs: object) -> None:
+        raise TypeError("__init__() got an unexpected keyword argument 'f'")
+
+    monkeypatch.setattr(_tf_data, "_HostMapDataset", changed)
+    monkeypatch.setattr(_tf_data, "SINGLE_DEVICE", True)
+    dataset = map_on_host(tf.data.Dataset.range(3), lambda step: step * 2)
+    assert [int(v) for v in dataset] == [0, 2, 4]
+    assert not _tf_data.SINGLE_DEVICE and "single-device map is not available" in caplog.text

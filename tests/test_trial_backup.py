@@ -126,6 +126,7 @@ def test_sigterm_during_the_write_lets_it_finish_then_stops(tmp_path: Path, monk
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        stopping.reset()  # the signals were this test's: a later test's worker must not see them
 
 
 def test_an_unreadable_checkpoint_never_fails_a_trial_nor_the_export(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -167,3 +168,28 @@ def test_an_unreadable_checkpoint_never_fails_a_trial_nor_the_export(tmp_path: P
     (line,) = [r.getMessage() for r in caplog.records if r.name == "tuner_job.chief"]
     assert "trial 0: its checkpoint" in line and "cannot be read" in line and "best model not exported" in line
     assert not paths.best.exists()
+
+
+def test_a_write_that_fails_with_a_stop_pending_leaves_no_folder_and_no_false_word(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM during a backup whose write then fails: the stop wins, the half-written folder goes, and the log does not say it finished."""
+    previous = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}
+    backup = TrialBackup(tmp_path / "execution_0", LOSS)
+    model = _model()
+    _train(model)
+
+    def fails_after_a_signal(path: str) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # held: a backup is being written
+        time.sleep(0.1)
+        raise OSError(28, "No space left on device")
+
+    model.save_weights = fails_after_a_signal
+    try:
+        assert stopping.install()
+        with pytest.raises(stopping.Stopped):
+            backup.save(model, 0, {"val_loss": 0.5})
+        assert list((tmp_path / "execution_0").iterdir()) == [], "a half-written backup was left behind"
+        assert "it was finished first" not in caplog.text
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        stopping.reset()

@@ -43,6 +43,7 @@ def signals_here():
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
+    stopping.reset()  # the signals were this test's: a later test's worker must not see them
 
 
 def _runner(tmp_path: Path, port: int) -> TrialRunner:

@@ -19,13 +19,15 @@ which Grappler had nothing to improve in.
 The module builds the same `MapDataset` op as `Dataset.map` through
 TensorFlow's private Python classes (pinned: TensorFlow 2.21). If a later
 TensorFlow moves them, `map_on_host` falls back to the public
-`Dataset.map` (correct, only slower to start) and `SINGLE_DEVICE` is False:
-`tests/test_input_pipeline.py` fails on that, so an upgrade cannot lose the
-speed unnoticed.
+`Dataset.map` (correct, only slower to start) and `SINGLE_DEVICE` is False,
+or, if they changed their arguments, `map_on_host` falls back at its first
+call with one warning: `tests/test_tf_data.py` fails on either, so an
+upgrade cannot lose the speed unnoticed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -89,8 +91,15 @@ def map_on_host(dataset: tf.data.Dataset, fn: Callable[..., Any]) -> tf.data.Dat
         tensor, the rewrite fails on a function instantiated this way
         ("Expected only one fetch node"), and it would copy that tensor anyway.
     """
+    global SINGLE_DEVICE
     if not SINGLE_DEVICE:
+        return dataset.map(fn)
+    try:
+        mapped = _HostMapDataset(dataset, fn)
+    except TypeError as exc:  # a TensorFlow whose private classes take other arguments
+        SINGLE_DEVICE = False
+        logging.getLogger(__name__).warning("tf.data: the single-device map is not available (%s); using Dataset.map", exc)
         return dataset.map(fn)
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
-    return _HostMapDataset(dataset, fn).with_options(options)
+    return mapped.with_options(options)

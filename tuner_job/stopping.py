@@ -21,9 +21,12 @@ Contract:
   for what no one else kills: a worker whose launcher died (its parent-death
   signal), where `Stopped` was swallowed (raised inside a finaliser or a
   library's catch-all) or the unwinding hangs. S seconds after the first
-  signal that is not handed to an `on_signal` callback, the process exits
-  `128 + signum` at once, or as soon as a `deferred()` write it is inside
-  ends (waiting at most `DEFERRED_LIMIT` seconds for it). Files a resume
+  stop signal (`CALLBACK_HARD_EXIT_AFTER`, 25 s, after one an `on_signal`
+  callback took: the chief's own stop), the process exits `128 + signum` at
+  once, or as soon as a `deferred()` write it is inside ends (waiting at
+  most `DEFERRED_LIMIT` seconds for it). The exit does not depend on
+  stderr (a pipe whose reader died), and a forked child lets go of its
+  parent's watchdog. Files a resume
   reads are published by rename, so even that exit leaves them whole. The
   countdown runs in a thread started with `install`, which Python's C-level
   signal handler wakes (`signal.set_wakeup_fd`): it starts even while the
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import select
 import signal
 import sys
 import threading
@@ -54,6 +58,7 @@ from tuner_job.errors import exit_code_of_signal
 __all__ = [
     "STOP_SIGNALS",
     "HARD_EXIT_AFTER",
+    "CALLBACK_HARD_EXIT_AFTER",
     "DEFERRED_LIMIT",
     "ENV_STACK_DUMP",
     "Stopped",
@@ -62,12 +67,15 @@ __all__ = [
     "on_signal",
     "raise_if_stopped",
     "received",
+    "reset",
     "signal_name",
 ]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Seconds a process of ours may take to stop after a signal: well inside the chart's grace periods (30 s chief, 60 s workers).
 HARD_EXIT_AFTER = 15.0
+#: The same for a signal an `on_signal` callback took (the chief saving its state): inside the chart's 30 s chief grace period.
+CALLBACK_HARD_EXIT_AFTER = 25.0
 #: Seconds the hard exit waits, at most, for a `deferred()` write it finds under way (then exits anyway: files are renamed into place whole).
 DEFERRED_LIMIT = 5.0
 #: The file SIGUSR1 appends every thread's stack to (unset: stderr).
@@ -80,6 +88,7 @@ _received: int | None = None
 _hard_exit_after: float | None = None
 _watchdog: threading.Thread | None = None
 _stack_file: Any = None
+_wakeup: tuple[int, int] | None = None  # the pipe Python's C signal handler writes each signal's number to
 
 
 def signal_name(signum: int) -> str:
@@ -118,65 +127,109 @@ def _handler(signum: int, frame: object) -> None:
         raise Stopped(signum)
 
 
-def _watch(read_fd: int, seconds: float, limit: float) -> None:
-    """The stop watchdog's thread: wait for a stop signal no callback takes, then exit `seconds` later.
+def _watch(read_fd: int, seconds: float, callback_seconds: float, limit: float) -> None:
+    """The stop watchdog's thread: exit `seconds` after a stop signal (`callback_seconds` after one an `on_signal` callback took).
 
     Python's C-level handler writes each signal's number to `read_fd`'s pipe
     (`signal.set_wakeup_fd`) the moment the signal comes, whatever the main
     thread is doing: even stuck in a C call, it never has to run `_handler`
-    for the countdown to start.
+    for the countdown to start. A later signal can only bring the exit closer.
     """
-    signum = None
-    while signum is None:
+    deadline: float | None = None
+    signum, after = 0, seconds
+    while deadline is None or time.monotonic() < deadline:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            data = os.read(read_fd, 64)
+            ready, _, _ = select.select([read_fd], [], [], timeout)
+            data = os.read(read_fd, 64) if ready else b""
         except InterruptedError:
             continue
         except OSError:
             return
-        if not data:
+        if ready and not data:  # the pipe was closed (a forked child let go of it)
             return
-        signum = next((n for n in data if n in STOP_SIGNALS and _callback is None), None)
-    time.sleep(seconds)
+        for number in data:
+            if number in STOP_SIGNALS:
+                wait = seconds if _callback is None else callback_seconds
+                if deadline is None or time.monotonic() + wait < deadline:
+                    deadline, signum, after = time.monotonic() + wait, number, wait
     waited_until = time.monotonic() + limit
     while _depth and time.monotonic() < waited_until:  # a backup being written is let finish
         time.sleep(0.2)
-    left = " (a backup was still being written)" if _depth else ""
-    print(f"{signal_name(signum)}: still running {seconds:g}s later{left}; exiting now", file=sys.stderr, flush=True)
-    os._exit(exit_code_of_signal(signum))
+    try:  # stderr may be a pipe nobody reads any more (a launcher killed): the exit must not depend on it
+        left = " (a backup was still being written)" if _depth else ""
+        print(f"{signal_name(signum)}: still running {after:g}s later{left}; exiting now", file=sys.stderr, flush=True)
+    except BaseException:
+        pass
+    finally:
+        os._exit(exit_code_of_signal(signum))
 
 
-def _start_watchdog(seconds: float, limit: float) -> None:
-    global _watchdog
+def _start_watchdog(seconds: float, callback_seconds: float, limit: float) -> None:
+    global _watchdog, _wakeup
     if _watchdog is not None:
         return
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)  # the C handler must never block
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    _watchdog = threading.Thread(target=_watch, args=(read_fd, seconds, limit), name="stop-watchdog", daemon=True)
+    _wakeup = (read_fd, write_fd)
+    _watchdog = threading.Thread(target=_watch, args=(read_fd, seconds, callback_seconds, limit), name="stop-watchdog", daemon=True)
     _watchdog.start()
 
 
+def _forget_in_child() -> None:
+    """A forked child has no watchdog thread, and must not wake its parent's: its signals are its own."""
+    global _watchdog, _wakeup
+    if _wakeup is not None:
+        try:
+            signal.set_wakeup_fd(-1)
+        except ValueError:  # not the child's main thread
+            pass
+        for fd in _wakeup:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _watchdog, _wakeup = None, None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _register_stack_dump() -> None:
-    """SIGUSR1 prints every thread's Python stack: to `$TUNER_STACK_DUMP` (appended) when set, else to stderr (`kubectl logs`)."""
+    """SIGUSR1 prints every thread's Python stack: to `$TUNER_STACK_DUMP` (appended) when set and writable, else to stderr (`kubectl logs`)."""
     global _stack_file
     path = os.environ.get(ENV_STACK_DUMP)
-    _stack_file = open(path, "a") if path else sys.stderr  # noqa: SIM115 (kept open: faulthandler writes to it from C)
+    try:
+        _stack_file = open(path, "a") if path else sys.stderr  # noqa: SIM115 (kept open: faulthandler writes to it from C)
+    except OSError as exc:
+        print(f"{ENV_STACK_DUMP}={path}: {exc.strerror}; SIGUSR1 prints the stacks to stderr", file=sys.stderr, flush=True)
+        _stack_file = sys.stderr
     faulthandler.register(signal.SIGUSR1, file=_stack_file, all_threads=True)
 
 
-def install(hard_exit_after: float | None = None, deferred_limit: float = DEFERRED_LIMIT) -> bool:
+def reset() -> None:
+    """Forget the stop signals received (for tests that send their own process a signal, then go on)."""
+    global _received, _pending
+    _received, _pending = None, None
+
+
+def install(hard_exit_after: float | None = None, deferred_limit: float = DEFERRED_LIMIT, callback_exit_after: float | None = None) -> bool:
     """Route SIGTERM, SIGINT and SIGHUP here; returns False (and does nothing) off the main thread.
 
     Also makes SIGUSR1 print every thread's stack (`kill -USR1 <pid>` on a
     process that seems stuck), to stderr or to the file `$TUNER_STACK_DUMP` names.
 
     Args:
-        hard_exit_after: seconds after the first stop signal (not one an `on_signal`
-            callback takes) at which the process exits 128 + signum whatever it is
-            doing; None (tests that install it in-process): never.
+        hard_exit_after: seconds after the first stop signal at which the process
+            exits 128 + signum whatever it is doing (`CALLBACK_HARD_EXIT_AFTER`
+            for a signal an `on_signal` callback took: the chief's stop, which
+            saves its state); None (tests that install it in-process): never.
         deferred_limit: seconds the hard exit then waits, at most, for a
             `deferred()` block under way to end.
+        callback_exit_after: the hard exit's delay after a signal an
+            `on_signal` callback took (default: `CALLBACK_HARD_EXIT_AFTER`, or
+            `hard_exit_after` if longer).
     """
     global _hard_exit_after
     if threading.current_thread() is not threading.main_thread():
@@ -185,7 +238,8 @@ def install(hard_exit_after: float | None = None, deferred_limit: float = DEFERR
     for signum in STOP_SIGNALS:
         signal.signal(signum, _handler)
     if hard_exit_after is not None:
-        _start_watchdog(hard_exit_after, deferred_limit)
+        after_callback = callback_exit_after if callback_exit_after is not None else max(hard_exit_after, CALLBACK_HARD_EXIT_AFTER)
+        _start_watchdog(hard_exit_after, after_callback, deferred_limit)
         _register_stack_dump()
     return True
 

@@ -175,12 +175,11 @@ class TrialBackup:
                 for number, path in self._epochs():
                     if number < epoch:
                         shutil.rmtree(path, ignore_errors=True)
-        except stopping.Stopped as stop:  # raised once the backup is published
-            log.info("%s came during the backup of epoch %d (%s); it was finished first", stopping.signal_name(stop.signum), epoch + 1, final)
-            raise
-        except BaseException:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)  # a no-op once renamed
+        except BaseException as exc:
+            if tmp is not None and tmp.exists():  # not published: the write failed (a signal pending or not)
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif isinstance(exc, stopping.Stopped):  # raised at the block's end, once the backup is published
+                log.info("%s came during the backup of epoch %d (%s); it was finished first", stopping.signal_name(exc.signum), epoch + 1, final)
             raise
 
     def publish_checkpoint(self, target: Path) -> bool:
