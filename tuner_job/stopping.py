@@ -85,7 +85,6 @@ _depth = 0  # nested deferred() blocks
 _pending: int | None = None  # a signal held by deferred()
 _callback: Callable[[int], None] | None = None
 _received: int | None = None
-_hard_exit_after: float | None = None
 _watchdog: threading.Thread | None = None
 _stack_file: Any = None
 _wakeup: tuple[int, int] | None = None  # the pipe Python's C signal handler writes each signal's number to
@@ -231,10 +230,8 @@ def install(hard_exit_after: float | None = None, deferred_limit: float = DEFERR
             `on_signal` callback took (default: `CALLBACK_HARD_EXIT_AFTER`, or
             `hard_exit_after` if longer).
     """
-    global _hard_exit_after
     if threading.current_thread() is not threading.main_thread():
         return False
-    _hard_exit_after = hard_exit_after
     for signum in STOP_SIGNALS:
         signal.signal(signum, _handler)
     if hard_exit_after is not None:
